@@ -1,0 +1,192 @@
+"""Apache Kafka bus (kafka-python): the distributed mode.
+
+Producer: acks=all, idempotent, retries with backoff; key = city id, so a city's events
+land on one partition and keep their order. Consumer: a member of a consumer group with
+auto-commit off; the pipeline commits an offset only after the record is fully processed
+(at-least-once delivery, made exactly-once in effect by deterministic ids downstream).
+Every kafka-python error is turned into :class:`BusError` with what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, NoBrokersAvailable, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
+from monitor.errors import BusError
+from monitor.ports import Message
+
+log = logging.getLogger(__name__)
+
+_HINT = "check that Kafka runs at {servers} (bash docker/kafka.sh status) and the topic exists"
+
+
+class KafkaBus:
+    def __init__(self, bootstrap_servers: str, *, client_id: str = "urban-monitor",
+                 request_timeout_ms: int = 30000) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.client_id = client_id
+        self._request_timeout_ms = request_timeout_ms
+        self._producer: KafkaProducer | None = None
+        self._consumers: list[KafkaConsumerAdapter] = []
+
+    def _hint(self) -> str:
+        return _HINT.format(servers=self.bootstrap_servers)
+
+    @property
+    def producer(self) -> KafkaProducer:
+        if self._producer is None:
+            try:
+                self._producer = KafkaProducer(
+                    bootstrap_servers=self.bootstrap_servers,
+                    client_id=self.client_id,
+                    acks="all",
+                    enable_idempotence=True,
+                    retries=10,
+                    retry_backoff_ms=200,
+                    linger_ms=5,
+                    request_timeout_ms=self._request_timeout_ms,
+                    key_serializer=lambda k: k.encode("utf-8"),
+                )
+            except NoBrokersAvailable as exc:
+                raise BusError(f"no Kafka broker answers at {self.bootstrap_servers}",
+                               self._hint()) from exc
+        return self._producer
+
+    def publish(self, topic: str, key: str, value: bytes) -> None:
+        try:
+            self.producer.send(topic, key=key, value=value).get(
+                timeout=self._request_timeout_ms / 1000)
+        except KafkaError as exc:
+            raise BusError(f"Kafka did not acknowledge a record for key {key} on {topic}: {exc}",
+                           self._hint()) from exc
+
+    def publish_many(self, topic: str, records: Iterable[tuple[str, bytes]]) -> int:
+        """Send a batch and wait for all acknowledgements (faster than one by one)."""
+        futures = [self.producer.send(topic, key=k, value=v) for k, v in records]
+        try:
+            for future in futures:
+                future.get(timeout=self._request_timeout_ms / 1000)
+        except KafkaError as exc:
+            raise BusError(f"Kafka did not acknowledge a batch on {topic}: {exc}",
+                           self._hint()) from exc
+        return len(futures)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.flush(timeout=timeout_s)
+            except KafkaError as exc:
+                raise BusError(f"Kafka flush failed: {exc}", self._hint()) from exc
+
+    def ensure_topics(self, topics: Iterable[str], partitions: int) -> None:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers,
+                                     client_id=f"{self.client_id}-admin")
+        except (NoBrokersAvailable, KafkaError) as exc:
+            raise BusError(f"cannot reach Kafka at {self.bootstrap_servers}", self._hint()) from exc
+        try:
+            existing = set(admin.list_topics())
+            new = [NewTopic(t, num_partitions=partitions, replication_factor=1)
+                   for t in topics if t not in existing]
+            if new:
+                try:
+                    admin.create_topics(new)
+                except TopicAlreadyExistsError:
+                    pass  # created concurrently by another process: fine
+            self._wait_for_topics(admin, [t for t in topics])
+        finally:
+            admin.close()
+
+    def _wait_for_topics(self, admin: KafkaAdminClient, topics: list[str], timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            described = {d["topic"]: d for d in admin.describe_topics(topics)}
+            if all(described.get(t, {}).get("partitions") and described[t].get("error_code", 0) == 0
+                   for t in topics):
+                return
+            if time.monotonic() > deadline:
+                raise BusError(f"topics {topics} did not become available in {timeout_s} s",
+                               self._hint())
+            time.sleep(0.2)
+
+    def consumer(self, topics: Sequence[str], group_id: str, *,
+                 client_id: str | None = None, **config: Any) -> KafkaConsumerAdapter:
+        adapter = KafkaConsumerAdapter(self.bootstrap_servers, topics, group_id,
+                                       client_id or self.client_id, **config)
+        self._consumers.append(adapter)
+        return adapter
+
+    def close(self) -> None:
+        for consumer in self._consumers:
+            consumer.close()
+        if self._producer is not None:
+            self._producer.close(timeout=10)
+            self._producer = None
+
+
+class KafkaConsumerAdapter:
+    def __init__(self, bootstrap_servers: str, topics: Sequence[str], group_id: str,
+                 client_id: str, **config: Any) -> None:
+        self.group_id = group_id
+        self._servers = bootstrap_servers
+        settings: dict[str, Any] = {
+            "bootstrap_servers": bootstrap_servers,
+            "group_id": group_id,
+            "client_id": client_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "max_poll_records": 100,
+            "session_timeout_ms": 10000,
+            "heartbeat_interval_ms": 2000,
+            "max_poll_interval_ms": 300000,
+        }
+        settings.update(config)
+        try:
+            self._consumer = KafkaConsumer(*topics, **settings)
+        except (NoBrokersAvailable, KafkaError) as exc:
+            raise BusError(f"consumer of group {group_id} cannot reach Kafka at {bootstrap_servers}",
+                           _HINT.format(servers=bootstrap_servers)) from exc
+        self._closed = False
+
+    def poll(self, timeout_s: float = 1.0, max_records: int = 100) -> list[Message]:
+        try:
+            batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except KafkaError as exc:
+            raise BusError(f"poll failed for group {self.group_id}: {exc}",
+                           _HINT.format(servers=self._servers)) from exc
+        out: list[Message] = []
+        for tp in sorted(batches, key=lambda t: (t.topic, t.partition)):
+            for record in batches[tp]:
+                key = record.key.decode("utf-8", "replace") if record.key is not None else None
+                out.append(Message(tp.topic, tp.partition, record.offset, key, record.value))
+        return out
+
+    def commit(self, message: Message) -> None:
+        tp = TopicPartition(message.topic, message.partition)
+        try:
+            self._consumer.commit({tp: OffsetAndMetadata(message.offset + 1, "", -1)})
+        except KafkaError as exc:
+            # A rebalance took the partition away: the new owner redoes the record, and our
+            # deterministic ids make that harmless. Log, do not crash.
+            log.warning("commit of %s[%d]@%d failed (%s); it will be redelivered",
+                        message.topic, message.partition, message.offset, exc)
+
+    def rewind(self, message: Message) -> None:
+        tp = TopicPartition(message.topic, message.partition)
+        if tp in self._consumer.assignment():
+            self._consumer.seek(tp, message.offset)
+
+    def assignment(self) -> set[tuple[str, int]]:
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._consumer.close(autocommit=False)

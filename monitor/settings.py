@@ -1,0 +1,312 @@
+"""One settings object for the whole system, built once in the entry point.
+
+Sources, highest priority first: environment variables ``URBAN_MONITOR_<SECTION>__<KEY>``
+(``__`` separates nested keys), then the YAML file (``config/default.yaml`` unless another
+is given), then the defaults below. Unknown keys are errors, not silently ignored: a typo
+in a deployment file must not turn into a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from monitor.errors import ConfigError, GeometryError
+
+ENV_PREFIX = "URBAN_MONITOR_"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+
+Modality = Literal["s1", "s2"]
+S2_BANDS = ("blue", "green", "red", "nir", "swir16", "swir22", "scl")
+S1_BANDS = ("vv", "vh")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CollectionSettings(_Strict):
+    """How one provider's collection maps onto our canonical band names."""
+
+    modality: Modality
+    assets: dict[str, str] = Field(
+        description="canonical band name (blue, green, red, nir, swir16, swir22, scl / vv, vh) "
+        "-> the provider's asset key"
+    )
+
+    @model_validator(mode="after")
+    def _check_assets(self) -> CollectionSettings:
+        allowed = S2_BANDS if self.modality == "s2" else S1_BANDS
+        unknown = sorted(set(self.assets) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"unknown canonical band(s) {unknown} for modality {self.modality}; "
+                f"use {list(allowed)}"
+            )
+        required = {"red", "nir", "scl"} if self.modality == "s2" else {"vv"}
+        missing = sorted(required - set(self.assets))
+        if missing:
+            raise ValueError(f"asset mapping lacks required band(s) {missing}")
+        return self
+
+
+class ProviderSettings(_Strict):
+    url: str
+    signing: Literal["none", "planetary-computer"] = "none"
+    timeout_s: float = 30.0
+    max_retries: int = 4
+    page_size: int = 100
+    collections: dict[str, CollectionSettings]
+
+
+class SourceSettings(_Strict):
+    """One polled (provider, collection) pair."""
+
+    name: str
+    provider: str
+    collection: str
+    interval_minutes: float = 15.0
+    lookback_days: float = 5.0
+    max_cloud_cover: float | None = Field(default=None, ge=0, le=100)
+    s1_instrument_mode: str = "IW"
+    s1_polarizations: list[str] = Field(default_factory=lambda: ["VV", "VH"])
+    enabled: bool = True
+
+
+class BusSettings(_Strict):
+    kind: Literal["embedded", "kafka"] = "embedded"
+    bootstrap_servers: str = "127.0.0.1:19092"
+    scenes_topic: str = "urban.scenes.v1"
+    changes_topic: str = "urban.changes.v1"
+    alerts_topic: str = "urban.alerts.v1"
+    dead_letter_topic: str = "urban.deadletter.v1"
+    partitions: int = Field(default=6, ge=1)
+    inference_group: str = "inference"
+    alerting_group: str = "alerting"
+    client_id: str = "urban-monitor"
+
+
+class DatabaseSettings(_Strict):
+    url: str = "sqlite:///var/urban-monitor.db"
+
+
+class StateSettings(_Strict):
+    url: str = "var/state"
+    keep_versions: int = Field(default=3, ge=1)
+
+
+class LoggingSettings(_Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class CitySettings(_Strict):
+    """A monitored city. Give ``bbox`` [west, south, east, north] or a GeoJSON ``geometry``."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    name: str
+    country: str = ""
+    bbox: tuple[float, float, float, float] | None = None
+    geometry: dict[str, Any] | None = None
+    population: dict[int, float] = Field(
+        default_factory=dict, description="year -> inhabitants, for SDG 11.3.1"
+    )
+
+    @model_validator(mode="after")
+    def _check_aoi(self) -> CitySettings:
+        if (self.bbox is None) == (self.geometry is None):
+            raise ValueError("give exactly one of 'bbox' or 'geometry' for the area of interest")
+        try:
+            self.aoi()
+        except GeometryError as exc:
+            raise ValueError(f"city '{self.id}': {exc.what} ({exc.hint})") from exc
+        return self
+
+    def aoi(self) -> Any:
+        from shapely.geometry import box, shape
+
+        if self.bbox is not None:
+            west, south, east, north = self.bbox
+            if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
+                raise GeometryError(
+                    f"bbox {list(self.bbox)} is not [west, south, east, north] in degrees",
+                    "order the bbox as [west, south, east, north] with west < east, south < north",
+                )
+            return box(west, south, east, north)
+        try:
+            geom = shape(self.geometry)
+        except Exception as exc:  # shapely raises several types for bad GeoJSON
+            raise GeometryError(f"geometry is not valid GeoJSON: {exc}",
+                                "give a GeoJSON Polygon or MultiPolygon in lon/lat") from exc
+        if geom.geom_type not in ("Polygon", "MultiPolygon"):
+            raise GeometryError(f"geometry is a {geom.geom_type}",
+                                "give a GeoJSON Polygon or MultiPolygon in lon/lat")
+        if not geom.is_valid or geom.is_empty:
+            raise GeometryError("geometry is empty or self-intersecting",
+                                "fix the polygon (e.g. with shapely.make_valid) or give a bbox")
+        return geom
+
+
+class Settings(BaseSettings):
+    """The resolved configuration of one process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    cities_file: str = "cities.yaml"
+    cities: list[CitySettings] = Field(default_factory=list)
+    bus: BusSettings = BusSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    state: StateSettings = StateSettings()
+    logging: LoggingSettings = LoggingSettings()
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    sources: list[SourceSettings] = Field(default_factory=list)
+    demo: dict[str, Any] = Field(default_factory=dict)
+    config_path: str | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the file: operators override deployments with env vars.
+        return (env_settings, init_settings)
+
+    @field_validator("cities")
+    @classmethod
+    def _unique_city_ids(cls, cities: list[CitySettings]) -> list[CitySettings]:
+        seen: set[str] = set()
+        for city in cities:
+            if city.id in seen:
+                raise ValueError(f"city id '{city.id}' appears twice; ids must be unique")
+            seen.add(city.id)
+        return cities
+
+    @model_validator(mode="after")
+    def _check_sources(self) -> Settings:
+        for i, source in enumerate(self.sources):
+            provider = self.providers.get(source.provider)
+            if provider is None:
+                raise ValueError(
+                    f"sources.{i}: unknown provider '{source.provider}'; "
+                    f"known providers: {sorted(self.providers)}"
+                )
+            if source.collection not in provider.collections:
+                raise ValueError(
+                    f"sources.{i}: unknown collection '{source.collection}' for provider "
+                    f"'{source.provider}'; known: {sorted(provider.collections)}"
+                )
+        return self
+
+    def city(self, city_id: str) -> CitySettings:
+        for city in self.cities:
+            if city.id == city_id:
+                return city
+        from monitor.errors import UrbanMonitorError
+
+        raise UrbanMonitorError(
+            f"unknown city '{city_id}'",
+            f"use one of {[c.id for c in self.cities]} or add it to {self.cities_file}",
+        )
+
+    def collection(self, provider: str, collection: str) -> CollectionSettings:
+        return self.providers[provider].collections[collection]
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), None, "file not found",
+                          "check the path, or run `urban-monitor config check config/default.yaml`") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(str(path), None, f"not valid YAML{where}: {problem}",
+                          "fix the YAML syntax (indentation, colons, quotes)") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), None, f"top level is a {type(data).__name__}, not a mapping",
+                          "write the settings as `key: value` pairs")
+    return data
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _error_from_validation(path: Path, exc: ValidationError) -> ConfigError:
+    first = exc.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        hint = f"remove or correct the key '{loc[-1]}' (check spelling against config/default.yaml)"
+        message = "unknown key"
+    elif loc and loc[0] == "cities":
+        hint = "fix that city's entry in the cities file"
+    else:
+        hint = "see config/default.yaml for the allowed keys and values"
+    more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+    return ConfigError(str(path), ".".join(loc) or None, message + more, hint)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read a YAML settings file (with ``base:`` inheritance and a cities file), validate it.
+
+    ``base: default.yaml`` in a file means "start from that file, then apply mine", which is
+    how ``config/demo.yaml`` stays short. Raises :class:`ConfigError` naming the file and key.
+    """
+    path = Path(path) if path else DEFAULT_CONFIG
+    data = _read_yaml(path)
+    base_name = data.pop("base", None)
+    if base_name:
+        base_path = (path.parent / str(base_name)).resolve()
+        if base_path == path.resolve():
+            raise ConfigError(str(path), "base", "a file cannot be its own base", "remove 'base'")
+        data = _merge(_read_yaml(base_path), data)
+    explicit = "cities_file" in data
+    cities_file = data.get("cities_file", "cities.yaml")
+    if "cities" not in data and cities_file:
+        cities_path = path.parent / cities_file
+        if not cities_path.exists() and base_name:
+            cities_path = (path.parent / str(base_name)).resolve().parent / cities_file
+        if not cities_path.exists() and not explicit:
+            cities_path = CONFIG_DIR / "cities.yaml"  # the packaged list of cities
+        cities_data = _read_yaml(cities_path)
+        unknown = set(cities_data) - {"cities"}
+        if unknown:
+            raise ConfigError(str(cities_path), sorted(unknown)[0], "unknown key",
+                              "the cities file holds one key, 'cities', a list of cities")
+        try:
+            data["cities"] = cities_data.get("cities", [])
+            data = _merge(data, overrides)
+            data["config_path"] = str(path)
+            return Settings(**data)
+        except ValidationError as exc:
+            err_path = cities_path if exc.errors()[0]["loc"][:1] == ("cities",) else path
+            raise _error_from_validation(err_path, exc) from None
+    try:
+        data = _merge(data, overrides)
+        data["config_path"] = str(path)
+        return Settings(**data)
+    except ValidationError as exc:
+        raise _error_from_validation(path, exc) from None
