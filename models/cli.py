@@ -1,0 +1,177 @@
+"""``urban-monitor models ...``: train, export, evaluate and cross-validate the change models.
+
+torch is imported only inside ``train`` and ``export`` (and ``crossval --train``), so that
+``urban-monitor --help`` and ``models evaluate`` run with onnxruntime alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+DEFAULT_DATA = "../shared/data/oscd"
+DEFAULT_S1 = "../shared/data/oscd-s1"
+
+
+def _cities(text: str | None) -> list[str]:
+    return [c.strip() for c in text.split(",") if c.strip()] if text else []
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from models.training import TrainConfig, train  # torch
+
+    cfg = TrainConfig(
+        arch=args.arch,
+        data=args.data,
+        s1=args.s1,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        threads=args.threads,
+        holdout=_cities(args.holdout),
+        cities=_cities(args.cities) or None,
+        out=args.out,
+        init_s2=args.init_s2,
+        init_s1=args.init_s1,
+    )
+    path = train(cfg)
+    print(f"checkpoint: {path}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from models.export import export_checkpoint  # torch
+
+    path = export_checkpoint(Path(args.checkpoint), Path(args.out), args.name)
+    print(f"onnx: {path}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from models.evaluation import evaluate_models
+
+    report = evaluate_models(
+        Path(args.data),
+        Path(args.s1) if args.s1 else None,
+        model_dir=Path(args.model) if args.model else None,
+        cities=_cities(args.cities) or None,
+        json_out=Path(args.json) if args.json else None,
+        threads=args.threads,
+    )
+    print(report)
+    return 0
+
+
+def _cmd_crossval(args: argparse.Namespace) -> int:
+    from models.folds import FOLDS
+
+    folds = [int(f) for f in args.fold.split(",")] if args.fold else list(range(len(FOLDS)))
+    if args.train:
+        from models.folds import train_fold  # torch
+
+        for k in folds:
+            train_fold(k, args.data, args.s1, Path(args.folds_dir), args.seed, args.threads)
+        if args.final:
+            train_fold(-1, args.data, args.s1, Path(args.folds_dir), args.seed, args.threads)
+    from models.evaluation import crossval_report
+
+    print(
+        crossval_report(
+            Path(args.data),
+            Path(args.s1) if args.s1 else None,
+            Path(args.folds_dir),
+            json_out=Path(args.json) if args.json else None,
+            threads=args.threads,
+        )
+    )
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``models`` command (train, export, evaluate, crossval) to a CLI."""
+    models = subparsers.add_parser(
+        "models",
+        help="train, export, evaluate the change models (S2, S1, dual-stream)",
+        description="Change models: torch training on OSCD, ONNX export, evaluation.",
+    )
+    sub = models.add_subparsers(dest="models_command", required=True)
+
+    def data_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--dataset", choices=["oscd"], default="oscd", help="dataset layout")
+        p.add_argument("--data", default=DEFAULT_DATA, help="OSCD-layout folder (<city>/imgs_1 ...)")
+        p.add_argument("--s1", default=None, help=f"OSCD Sentinel-1 folder (e.g. {DEFAULT_S1})")
+        p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
+
+    t = sub.add_parser(
+        "train",
+        help="train one network on OSCD (CPU)",
+        description="Train a change network on real OSCD S2 (+ real S1). Validation is by city "
+        "(--holdout); writes OUT/model.pt, OUT/last.pt and OUT/train_summary.json.",
+    )
+    data_args(t)
+    t.add_argument("--arch", choices=["s2", "s1", "dual"], default="s2", help="network")
+    t.add_argument("--epochs", type=int, default=25, help="epochs (default 25)")
+    t.add_argument("--steps-per-epoch", type=int, default=20, help="batches per epoch (default 20)")
+    t.add_argument("--batch-size", type=int, default=8, help="crops per batch (default 8)")
+    t.add_argument("--seed", type=int, default=0, help="random seed")
+    t.add_argument("--out", default="var/models/run", help="output folder")
+    t.add_argument("--holdout", default=None, help="comma-separated cities never trained on")
+    t.add_argument("--cities", default=None, help="comma-separated training cities (default all)")
+    t.add_argument("--init-s2", default=None, help="dual: S2 stream checkpoint to start from")
+    t.add_argument("--init-s1", default=None, help="dual: S1 stream checkpoint to start from")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser(
+        "export",
+        help="export a checkpoint to ONNX + model card",
+        description="Write NAME.onnx (opset 17, dynamic batch/H/W), NAME.card.json and NAME.card.md.",
+    )
+    e.add_argument("--checkpoint", required=True, help="model.pt written by train")
+    e.add_argument("--out", default="models/artifacts/", help="output folder")
+    e.add_argument("--name", default=None, help="artifact name (default change_<arch>)")
+    e.set_defaults(func=_cmd_export)
+
+    v = sub.add_parser(
+        "evaluate",
+        help="evaluate ONNX models and classical baselines on an OSCD-layout folder",
+        description="Per-city and pooled precision/recall/F1/IoU of the change class for the "
+        "S2, S1 and dual models (onnxruntime only) next to spectral-index, CVA and S1 log-ratio "
+        "baselines. Cities the card lists as training cities are flagged and kept out of the "
+        "pooled unseen figure.",
+    )
+    data_args(v)
+    v.add_argument("--model", default=None, help="folder with *.onnx + cards (default: shipped)")
+    v.add_argument("--cities", default=None, help="comma-separated cities (default all)")
+    v.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    v.set_defaults(func=_cmd_evaluate)
+
+    c = sub.add_parser(
+        "crossval",
+        help="leave-cities-out cross-validation from the fold models under var/",
+        description="Pooled held-out figures over 5 folds of 2 cities (fold models in "
+        "--folds-dir). With --train, trains and exports the fold models first (torch).",
+    )
+    data_args(c)
+    c.add_argument("--folds-dir", default="var/models/folds", help="fold artifacts folder")
+    c.add_argument("--fold", default=None, help="comma-separated fold numbers (default all)")
+    c.add_argument("--train", action="store_true", help="train the fold models first")
+    c.add_argument("--final", action="store_true", help="with --train: also train on all cities")
+    c.add_argument("--seed", type=int, default=0, help="random seed")
+    c.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    c.set_defaults(func=_cmd_crossval)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point: ``python -m models.cli models train ...``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="urban-monitor")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

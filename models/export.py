@@ -1,0 +1,81 @@
+"""Export a trained checkpoint to ONNX (opset 17, dynamic batch/H/W) with its model card."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.card import build_card, write_card
+from models.networks import ALIGN, ProbabilityHead
+from models.training import load_checkpoint
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+INPUT_NAMES = {
+    "s2": ["reference", "observation"],
+    "s1": ["reference", "observation"],
+    "dual": ["s2_reference", "s2_observation", "s1_reference", "s1_observation"],
+}
+OUTPUT_NAME = "p_change"
+ARTIFACT_NAMES = {"s2": "change_s2", "s1": "change_s1", "dual": "change_dual"}
+
+
+def example_inputs(arch: str, batch: int = 1, size: int = 64, seed: int = 0) -> list[np.ndarray]:
+    """Fixed random inputs in network units (for export tracing and parity tests)."""
+    rng = np.random.default_rng(seed)
+    channels = {"s2": [6, 6], "s1": [1, 1], "dual": [6, 6, 1, 1]}[arch]
+    return [rng.normal(size=(batch, c, size, size)).astype(np.float32) for c in channels]
+
+
+def count_flops_per_pixel(net: torch.nn.Module, arch: str, size: int = 64) -> float:
+    """Multiply-adds x 2 of convolutions per output pixel (measured with forward hooks)."""
+    total = 0.0
+
+    def hook(module: torch.nn.Module, _inp: tuple, out: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
+            k = module.kernel_size[0] * module.kernel_size[1]
+            c_in = module.in_channels // module.groups
+            if isinstance(module, torch.nn.ConvTranspose2d):
+                # every input pixel scatters c_in*c_out*k products
+                total += 2.0 * _inp[0].numel() / _inp[0].shape[1] * module.in_channels * module.out_channels * k
+            else:
+                total += 2.0 * out.numel() * c_in * k
+
+    handles = [m.register_forward_hook(hook) for m in net.modules()]
+    with torch.no_grad():
+        net(*[torch.from_numpy(a) for a in example_inputs(arch, 1, size)])
+    for h in handles:
+        h.remove()
+    return total / (size * size)
+
+
+def export_checkpoint(checkpoint: Path, out_dir: Path, name: str | None = None) -> Path:
+    """Write ``<name>.onnx``, ``<name>.card.json`` and ``<name>.card.md``; returns the ONNX path."""
+    net, ckpt = load_checkpoint(Path(checkpoint))
+    arch = ckpt["arch"]
+    name = name or ARTIFACT_NAMES[arch]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = out_dir / f"{name}.onnx"
+    model = ProbabilityHead(net).eval()
+    inputs = tuple(torch.from_numpy(a) for a in example_inputs(arch, 2, 64))
+    names = INPUT_NAMES[arch]
+    axes = {n: {0: "batch", 2: "height", 3: "width"} for n in [*names, OUTPUT_NAME]}
+    torch.onnx.export(
+        model, inputs, str(onnx_path), input_names=names, output_names=[OUTPUT_NAME],
+        dynamic_axes=axes, opset_version=OPSET, dynamo=False,
+    )  # fmt: skip
+    flops = count_flops_per_pixel(net, arch)
+    card = build_card(ckpt, name=name, onnx_file=onnx_path.name, flops_per_pixel=flops, align=ALIGN)
+    metrics_file = Path(checkpoint).parent / "metrics.json"
+    if metrics_file.exists():
+        card["metrics"].update(json.loads(metrics_file.read_text()))
+    write_card(card, out_dir / f"{name}.card.json")
+    log.info("exported %s (%.1f kB)", onnx_path, onnx_path.stat().st_size / 1024)
+    return onnx_path
