@@ -34,16 +34,20 @@ DATA_DIR="$VAR_DIR/data"
 LOG_DIR="$VAR_DIR/logs"
 BROKER_LOG="$LOG_DIR/broker.log"
 PID_FILE="$VAR_DIR/kafka.pid"
+PORT_FILE="$VAR_DIR/kafka.port"
 PROPS_FILE="$VAR_DIR/server.properties"
 LOG4J_FILE="$VAR_DIR/log4j2.properties"
 LOCK_FILE="$VAR_DIR/.script.lock"
 BOOTSTRAP="127.0.0.1:$PORT"
 
+SHOW_LOG_TAIL=0
+
 log() { echo "[kafka.sh] $*" >&2; }
 
 fail() {
     log "ERROR: $*"
-    if [[ -f "$BROKER_LOG" ]]; then
+    # The log tail only helps once this run has tried to start the server.
+    if ((SHOW_LOG_TAIL)) && [[ -f "$BROKER_LOG" ]]; then
         log "last 50 lines of $BROKER_LOG:"
         tail -n 50 "$BROKER_LOG" >&2 || true
     fi
@@ -191,6 +195,7 @@ format_storage() {
 
 wait_ready() {
     local pid="$1" deadline=$((SECONDS + READY_TIMEOUT))
+    SHOW_LOG_TAIL=1
     while ((SECONDS < deadline)); do
         if ! kill -0 "$pid" 2>/dev/null; then
             rm -f "$PID_FILE"
@@ -208,6 +213,11 @@ wait_ready() {
 cmd_start() {
     local pid
     if pid="$(broker_pid)"; then
+        local running_port
+        running_port="$(cat "$PORT_FILE" 2>/dev/null || echo "$PORT")"
+        if [[ "$running_port" != "$PORT" ]]; then
+            fail "Kafka already runs from $VAR_DIR on port $running_port, not $PORT; run 'bash docker/kafka.sh stop' first."
+        fi
         wait_ready "$pid"
         log "already running (pid $pid)"
         echo "$BOOTSTRAP"
@@ -228,6 +238,7 @@ cmd_start() {
 
     resolve_libs
     write_config
+    SHOW_LOG_TAIL=1
     : >"$BROKER_LOG"
     format_storage
 
@@ -237,6 +248,7 @@ cmd_start() {
     # The child writes its own pid (then execs java) so the pid file names the
     # JVM whatever setsid does; fd 9 (the script lock) must not leak into it.
     rm -f "$PID_FILE"
+    echo "$PORT" >"$PORT_FILE"
     # shellcheck disable=SC2016
     setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$PID_FILE" \
         java $HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \

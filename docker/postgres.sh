@@ -32,11 +32,14 @@ SERVER_LOG="$VAR_DIR/postgres.log"
 LOCK_FILE="$VAR_DIR/.script.lock"
 URL="postgresql+psycopg://postgres@$HOST:$PORT/$DATABASE"
 
+SHOW_LOG_TAIL=0
+
 log() { echo "[postgres.sh] $*" >&2; }
 
 fail() {
     log "ERROR: $*"
-    if [[ -f "$SERVER_LOG" ]]; then
+    # The log tail only helps once this run has tried to start the server.
+    if ((SHOW_LOG_TAIL)) && [[ -f "$SERVER_LOG" ]]; then
         log "last 50 lines of $SERVER_LOG:"
         tail -n 50 "$SERVER_LOG" >&2 || true
     fi
@@ -149,6 +152,7 @@ ensure_database() {
 
 wait_ready() {
     local deadline=$((SECONDS + READY_TIMEOUT))
+    SHOW_LOG_TAIL=1
     while ((SECONDS < deadline)); do
         if accepting; then
             return 0
@@ -160,6 +164,11 @@ wait_ready() {
 
 cmd_start() {
     if server_running; then
+        local running_port
+        running_port="$(sed -n 's/^port = //p' "$DATA_DIR/urban_monitor.conf" 2>/dev/null || true)"
+        if [[ -n "$running_port" && "$running_port" != "$PORT" ]]; then
+            fail "PostgreSQL already runs from $DATA_DIR on port $running_port, not $PORT; run 'bash docker/postgres.sh stop' first."
+        fi
         wait_ready
         ensure_database
         log "already running"
@@ -173,6 +182,7 @@ cmd_start() {
         echo "$URL"
         return 0
     fi
+    SHOW_LOG_TAIL=1
     ensure_owner_user
     init_cluster
     write_config
