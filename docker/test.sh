@@ -29,6 +29,11 @@ fi
 say "installing the package with its dev and train extras"
 python -m pip install -q -e '.[dev,train]' >&2
 
+# System packages some tests use (e.g. GDAL's ogrinfo), when a helper script lists them.
+if [[ -f docker/apt-deps.sh ]] && ! bash docker/apt-deps.sh; then
+    say "WARNING: docker/apt-deps.sh failed; tests needing those system tools may skip"
+fi
+
 say "starting Kafka"
 if ! KAFKA_BOOTSTRAP="$(bash docker/kafka.sh start)"; then
     say "ERROR: Kafka did not start (see the messages above; log: var/services/kafka/logs/broker.log)"
