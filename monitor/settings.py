@@ -104,6 +104,41 @@ class LoggingSettings(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class AlertingSettings(_Strict):
+    """How change regions become alerts, and how alerts are pushed to webhooks."""
+
+    min_mapping_unit_m2: float = Field(default=1000.0, ge=0,
+                                       description="smallest new alert (0.1 ha by default)")
+    match_distance_m: float = Field(default=20.0, ge=0, description="regions this close to an "
+                                    "existing alert (or to each other) are the same site")
+    confidence_step: float = Field(default=0.05, ge=0, le=1, description="a confidence change "
+                                   "smaller than this is not a new revision")
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_backoff_s: float = Field(default=5.0, gt=0, description="first retry delay")
+    webhook_max_backoff_s: float = Field(default=300.0, gt=0, description="retry delay cap")
+    webhook_give_up_after_h: float = Field(default=72.0, gt=0, description="a delivery still "
+                                           "failing this long after it was queued is 'failed'")
+    dispatch_interval_s: float = Field(default=1.0, gt=0)
+    dispatch_batch: int = Field(default=100, ge=1)
+
+
+class ApiSettings(_Strict):
+    """The HTTP API (OGC API - Features, SSE, stats, maps, subscriptions)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    title: str = "Urban Monitor"
+    api_keys: list[str] = Field(default_factory=list, description="keys allowed to write "
+                                "(header X-API-Key); none = writes are refused")
+    max_request_bytes: int = Field(default=65536, ge=1)
+    default_limit: int = Field(default=100, ge=1)
+    max_limit: int = Field(default=1000, ge=1)
+    sse_poll_s: float = Field(default=1.0, gt=0)
+    sse_heartbeat_s: float = Field(default=15.0, gt=0)
+    population_csv: str | None = Field(default=None, description="optional CSV city_id,year,"
+                                       "population; overrides the cities' population entries")
+
+
 class CitySettings(_Strict):
     """A monitored city. Give ``bbox`` [west, south, east, north] or a GeoJSON ``geometry``."""
 
@@ -114,6 +149,10 @@ class CitySettings(_Strict):
     geometry: dict[str, Any] | None = None
     population: dict[int, float] = Field(
         default_factory=dict, description="year -> inhabitants, for SDG 11.3.1"
+    )
+    built_up_km2: dict[int, float] = Field(
+        default_factory=dict, description="year -> built-up area (km2) of the AOI from an "
+        "external baseline (e.g. GHSL); the base the alert areas are added to"
     )
 
     @model_validator(mode="after")
@@ -164,6 +203,8 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     state: StateSettings = StateSettings()
     logging: LoggingSettings = LoggingSettings()
+    alerting: AlertingSettings = AlertingSettings()
+    api: ApiSettings = ApiSettings()
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     sources: list[SourceSettings] = Field(default_factory=list)
     demo: dict[str, Any] = Field(default_factory=dict)

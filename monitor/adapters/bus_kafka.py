@@ -16,7 +16,7 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, NoBrokersAvailable, TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from monitor.errors import BusError
@@ -52,16 +52,15 @@ class KafkaBus:
                     retry_backoff_ms=200,
                     linger_ms=5,
                     request_timeout_ms=self._request_timeout_ms,
-                    key_serializer=lambda k: k.encode("utf-8"),
                 )
-            except NoBrokersAvailable as exc:
+            except KafkaError as exc:
                 raise BusError(f"no Kafka broker answers at {self.bootstrap_servers}",
                                self._hint()) from exc
         return self._producer
 
     def publish(self, topic: str, key: str, value: bytes) -> None:
         try:
-            self.producer.send(topic, key=key, value=value).get(
+            self.producer.send(topic, key=key.encode("utf-8"), value=value).get(
                 timeout=self._request_timeout_ms / 1000)
         except KafkaError as exc:
             raise BusError(f"Kafka did not acknowledge a record for key {key} on {topic}: {exc}",
@@ -69,7 +68,7 @@ class KafkaBus:
 
     def publish_many(self, topic: str, records: Iterable[tuple[str, bytes]]) -> int:
         """Send a batch and wait for all acknowledgements (faster than one by one)."""
-        futures = [self.producer.send(topic, key=k, value=v) for k, v in records]
+        futures = [self.producer.send(topic, key=k.encode("utf-8"), value=v) for k, v in records]
         try:
             for future in futures:
                 future.get(timeout=self._request_timeout_ms / 1000)
@@ -89,7 +88,7 @@ class KafkaBus:
         try:
             admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers,
                                      client_id=f"{self.client_id}-admin")
-        except (NoBrokersAvailable, KafkaError) as exc:
+        except KafkaError as exc:
             raise BusError(f"cannot reach Kafka at {self.bootstrap_servers}", self._hint()) from exc
         try:
             existing = set(admin.list_topics())
@@ -107,8 +106,13 @@ class KafkaBus:
     def _wait_for_topics(self, admin: KafkaAdminClient, topics: list[str], timeout_s: float = 30) -> None:
         deadline = time.monotonic() + timeout_s
         while True:
-            described = {d["topic"]: d for d in admin.describe_topics(topics)}
-            if all(described.get(t, {}).get("partitions") and described[t].get("error_code", 0) == 0
+            try:
+                described = {d.get("name", d.get("topic")): d for d in admin.describe_topics(topics)}
+            except KafkaError:
+                described = {}  # not in the metadata yet
+            if all(described.get(t, {}).get("error_code", 1) == 0
+                   and all(p.get("leader_id", p.get("leader", -1)) >= 0
+                           for p in described[t].get("partitions", [{"leader_id": -1}]))
                    for t in topics):
                 return
             if time.monotonic() > deadline:
@@ -150,7 +154,7 @@ class KafkaConsumerAdapter:
         settings.update(config)
         try:
             self._consumer = KafkaConsumer(*topics, **settings)
-        except (NoBrokersAvailable, KafkaError) as exc:
+        except KafkaError as exc:
             raise BusError(f"consumer of group {group_id} cannot reach Kafka at {bootstrap_servers}",
                            _HINT.format(servers=bootstrap_servers)) from exc
         self._closed = False

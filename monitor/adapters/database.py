@@ -36,7 +36,7 @@ SCENE_STATUSES = ("discovered", "published", "processing", "processed", "skipped
 
 
 def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)  # stored as naive UTC on both backends
+    return datetime.now(UTC)
 
 
 class SchemaVersion(SQLModel, table=True):
@@ -297,7 +297,7 @@ class Database:
                 return False
             s.add(SceneRecord(id=scene_id, city_id=city_id, source=source, provider=provider,
                               collection=collection, item_id=item_id, modality=modality,
-                              acquired=_naive(acquired), event_json=event_json))
+                              acquired=_utc(acquired), event_json=event_json))
             return True
         try:
             return self._run(op)
@@ -367,9 +367,9 @@ class Database:
         def op(s: Session) -> None:
             row = s.get(Watermark, (city_id, source)) or Watermark(city_id=city_id, source=source)
             if last_acquired is not None:
-                new = _naive(last_acquired)
+                new = _utc(last_acquired)
                 row.last_acquired = max(row.last_acquired, new) if row.last_acquired else new
-            row.last_polled_at = _naive(polled_at)
+            row.last_polled_at = _utc(polled_at)
             row.last_error = error
             s.add(row)
         self._run(op)
@@ -420,14 +420,14 @@ class Database:
                 q = q.where(AlertRecord.maxx >= west, AlertRecord.minx <= east,
                             AlertRecord.maxy >= south, AlertRecord.miny <= north)
             if updated_after:
-                q = q.where(AlertRecord.updated_at > _naive(updated_after))
+                q = q.where(AlertRecord.updated_at > _utc(updated_after))
             q = q.order_by(AlertRecord.first_detected, AlertRecord.id).offset(offset).limit(limit)  # type: ignore[arg-type]
             return list(s.exec(q))
         return self._run(op)
 
 
-def _naive(value: datetime) -> datetime:
-    """Store UTC as naive timestamps so SQLite and PostgreSQL compare alike."""
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value
+def _utc(value: datetime) -> datetime:
+    """Timestamps are stored as UTC on both backends; naive input is taken to be UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)

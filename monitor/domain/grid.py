@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pyproj import CRS, Transformer
 from shapely.geometry import Polygon, box, mapping
 from shapely.geometry.base import BaseGeometry
-from shapely.ops import transform as shapely_transform
+import numpy as np
+import shapely
 
 from monitor.errors import GeometryError
 
@@ -28,6 +29,17 @@ def utm_epsg_for(lon: float, lat: float) -> int:
         )
     zone = min(int((lon + 180.0) // 6.0) + 1, 60)
     return (32600 if lat >= 0 else 32700) + zone
+
+
+def reproject_geometry(geom: BaseGeometry, src_epsg: int, dst_epsg: int) -> BaseGeometry:
+    """Reproject a shapely geometry (x/y order, i.e. lon/lat for EPSG:4326)."""
+    transformer = Transformer.from_crs(src_epsg, dst_epsg, always_xy=True)
+
+    def _apply(xy: np.ndarray) -> np.ndarray:
+        x, y = transformer.transform(xy[:, 0], xy[:, 1])
+        return np.column_stack([x, y])
+
+    return shapely.transform(geom, _apply)
 
 
 @dataclass(frozen=True)
@@ -73,9 +85,8 @@ class CityGrid:
 
     def footprint_wgs84(self) -> Polygon:
         """The grid's extent as a lon/lat polygon (densified so UTM curvature is kept)."""
-        to_wgs84 = Transformer.from_crs(self.epsg, 4326, always_xy=True).transform
         poly = box(*self.bounds).segmentize(self.pixel_size * 50)
-        out = shapely_transform(to_wgs84, poly)
+        out = reproject_geometry(poly, self.epsg, 4326)
         assert isinstance(out, Polygon)
         return out
 
@@ -95,8 +106,7 @@ class CityGrid:
             )
         centroid = aoi.centroid
         epsg = utm_epsg_for(centroid.x, centroid.y)
-        to_utm = Transformer.from_crs(4326, epsg, always_xy=True).transform
-        left, bottom, right, top = shapely_transform(to_utm, aoi).bounds
+        left, bottom, right, top = reproject_geometry(aoi, 4326, epsg).bounds
         left = math.floor(left / pixel_size) * pixel_size
         top = math.ceil(top / pixel_size) * pixel_size
         right = math.ceil(right / pixel_size) * pixel_size
