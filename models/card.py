@@ -78,7 +78,7 @@ def _inputs(arch: str, names: list[str]) -> list[dict[str, Any]]:
             "dtype": "float32",
             **s,
         }
-        for n, s, r in zip(names, spec, roles, strict=True)
+        for n, s, r in zip(names, spec, roles[: len(names)], strict=True)
     ]
 
 

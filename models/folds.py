@@ -23,8 +23,8 @@ DEFAULT_FOLDS_DIR = Path("var/models/folds")
 
 # Fixed up front (not tuned on held-out cities): single-modality streams train
 # S2S1_EPOCHS x STEPS steps, the dual stream starts from them and fine-tunes DUAL_EPOCHS.
-S2S1_EPOCHS = 40
-DUAL_EPOCHS = 15
+S2S1_EPOCHS = 16
+DUAL_EPOCHS = 6
 STEPS_PER_EPOCH = 20
 
 
