@@ -50,6 +50,22 @@ class DatabaseError(UrbanMonitorError):
     """The database could not be reached or refused an operation."""
 
 
+class AlertError(UrbanMonitorError):
+    """An alert or a change region cannot be turned into an alert (bad geometry, bad data)."""
+
+
+class WebhookError(UrbanMonitorError):
+    """A webhook subscription is invalid or a delivery could not be made."""
+
+
+class RequestError(UrbanMonitorError):
+    """An API request has a bad parameter (bbox, datetime, limit, body)."""
+
+    def __init__(self, parameter: str, problem: str, hint: str | None = None) -> None:
+        self.parameter = parameter
+        super().__init__(f"parameter '{parameter}': {problem}", hint)
+
+
 class CatalogError(UrbanMonitorError):
     """A STAC API could not be searched (after retries) or answered garbage."""
 

@@ -407,23 +407,177 @@ class Database:
 
     def alerts(self, *, city_id: str | None = None, statuses: Sequence[str] | None = None,
                bbox: tuple[float, float, float, float] | None = None,
-               updated_after: datetime | None = None, limit: int = 100,
-               offset: int = 0) -> list[AlertRecord]:
+               updated_after: datetime | None = None, limit: int | None = 100,
+               offset: int = 0, detected_from: date | None = None,
+               detected_to: date | None = None, updated_since: datetime | None = None,
+               order_by_updated: bool = False) -> list[AlertRecord]:
+        """Alerts by filter; ``bbox`` is an envelope pre-filter (refine geometry in the caller).
+
+        ``updated_after`` is exclusive, ``updated_since`` inclusive; ``detected_from`` and
+        ``detected_to`` bound ``first_detected`` (both inclusive). ``limit=None``: all.
+        """
         def op(s: Session) -> list[AlertRecord]:
-            q = select(AlertRecord)
-            if city_id:
-                q = q.where(AlertRecord.city_id == city_id)
-            if statuses:
-                q = q.where(AlertRecord.status.in_(list(statuses)))  # type: ignore[attr-defined]
-            if bbox:
-                west, south, east, north = bbox
-                q = q.where(AlertRecord.maxx >= west, AlertRecord.minx <= east,
-                            AlertRecord.maxy >= south, AlertRecord.miny <= north)
-            if updated_after:
-                q = q.where(AlertRecord.updated_at > _utc(updated_after))
-            q = q.order_by(AlertRecord.first_detected, AlertRecord.id).offset(offset).limit(limit)  # type: ignore[arg-type]
+            q = _alert_filter(select(AlertRecord), city_id, statuses, bbox, updated_after,
+                              updated_since, detected_from, detected_to)
+            order = ((AlertRecord.updated_at, AlertRecord.id) if order_by_updated
+                     else (AlertRecord.first_detected, AlertRecord.id))
+            q = q.order_by(*order).offset(offset)
+            if limit is not None:
+                q = q.limit(limit)
             return list(s.exec(q))
         return self._run(op)
+
+    def count_alerts(self, *, city_id: str | None = None, statuses: Sequence[str] | None = None,
+                     bbox: tuple[float, float, float, float] | None = None,
+                     detected_from: date | None = None, detected_to: date | None = None) -> int:
+        def op(s: Session) -> int:
+            q = _alert_filter(select(func.count()).select_from(AlertRecord), city_id, statuses,
+                              bbox, None, None, detected_from, detected_to)
+            return int(s.exec(q).one())
+        return self._run(op)
+
+    def save_alert_changes(self, alerts: Sequence[AlertRecord],
+                           deliveries: Sequence[Delivery]) -> int:
+        """Write alert revisions and their outbox rows in ONE transaction (the outbox
+        pattern: an alert revision is never saved without its notifications, nor the
+        reverse). Rows already queued (same subscription and event) are skipped; returns
+        the number of rows queued."""
+        def op(s: Session) -> int:
+            stamp = _now()
+            for alert in alerts:
+                alert.updated_at = stamp
+                s.merge(alert)
+            queued = 0
+            for delivery in deliveries:
+                exists = s.exec(select(Delivery.id).where(
+                    Delivery.subscription_id == delivery.subscription_id,
+                    Delivery.event_id == delivery.event_id)).first()
+                if exists is None:
+                    s.add(delivery)
+                    queued += 1
+            return queued
+        return self._run(op)
+
+    # -- subscriptions and the outbox ---------------------------------------------------
+    def add_subscription(self, subscription: Subscription) -> Subscription:
+        def op(s: Session) -> Subscription:
+            s.add(subscription)
+            return subscription
+        return self._run(op)
+
+    def subscription(self, subscription_id: str) -> Subscription | None:
+        return self._run(lambda s: s.get(Subscription, subscription_id))
+
+    def subscriptions(self, *, active_only: bool = True) -> list[Subscription]:
+        def op(s: Session) -> list[Subscription]:
+            q = select(Subscription)
+            if active_only:
+                q = q.where(Subscription.active == True)  # noqa: E712 (SQL, not Python)
+            return list(s.exec(q.order_by(Subscription.created_at, Subscription.id)))  # type: ignore[arg-type]
+        return self._run(op)
+
+    def deactivate_subscription(self, subscription_id: str) -> bool:
+        """Stop a subscription; its pending deliveries are cancelled. False if unknown."""
+        def op(s: Session) -> bool:
+            row = s.get(Subscription, subscription_id)
+            if row is None or not row.active:
+                return False
+            row.active = False
+            s.add(row)
+            for delivery in s.exec(select(Delivery).where(
+                    Delivery.subscription_id == subscription_id,
+                    Delivery.status == "pending")):
+                delivery.status = "cancelled"
+                s.add(delivery)
+            return True
+        return self._run(op)
+
+    def due_deliveries(self, now: datetime, *, limit: int = 100,
+                       channel_prefix: str | None = None,
+                       exclude_prefix: str | None = None) -> list[Delivery]:
+        """Pending outbox rows whose next attempt is due, oldest first."""
+        def op(s: Session) -> list[Delivery]:
+            q = select(Delivery).where(Delivery.status == "pending",
+                                       Delivery.next_attempt_at <= _utc(now))
+            if channel_prefix:
+                q = q.where(Delivery.subscription_id.startswith(channel_prefix))  # type: ignore[attr-defined]
+            if exclude_prefix:
+                q = q.where(~Delivery.subscription_id.startswith(exclude_prefix))  # type: ignore[attr-defined]
+            return list(s.exec(q.order_by(Delivery.id).limit(limit)))  # type: ignore[arg-type]
+        return self._run(op)
+
+    def claim_delivery(self, delivery_id: int, seen_next_attempt_at: datetime,
+                       lease_until: datetime) -> bool:
+        """Take a due row for one attempt (compare-and-set on ``next_attempt_at``), so two
+        dispatchers never send the same row at once. False if another one took it."""
+        from sqlalchemy import update
+
+        def op(s: Session) -> bool:
+            result = s.exec(update(Delivery).where(  # type: ignore[call-overload]
+                Delivery.id == delivery_id, Delivery.status == "pending",
+                Delivery.next_attempt_at == _utc(seen_next_attempt_at),
+            ).values(next_attempt_at=_utc(lease_until)))
+            return bool(result.rowcount == 1)
+        return self._run(op)
+
+    def finish_delivery(self, delivery_id: int, *, status: str, attempted_at: datetime,
+                        next_attempt_at: datetime | None = None,
+                        status_code: int | None = None, error: str | None = None) -> None:
+        def op(s: Session) -> None:
+            row = s.get(Delivery, delivery_id)
+            if row is None:
+                raise DatabaseError(f"delivery {delivery_id} is not in the outbox",
+                                    "it may have been removed; nothing to do")
+            row.status = status
+            row.attempts += 1
+            row.last_status_code = status_code
+            row.last_error = error
+            if status == "delivered":
+                row.delivered_at = _utc(attempted_at)
+            if next_attempt_at is not None:
+                row.next_attempt_at = _utc(next_attempt_at)
+            s.add(row)
+        self._run(op)
+
+    def deliveries(self, *, subscription_id: str | None = None, alert_id: str | None = None,
+                   statuses: Sequence[str] | None = None, limit: int | None = 100,
+                   offset: int = 0) -> list[Delivery]:
+        def op(s: Session) -> list[Delivery]:
+            q = select(Delivery)
+            if subscription_id:
+                q = q.where(Delivery.subscription_id == subscription_id)
+            if alert_id:
+                q = q.where(Delivery.alert_id == alert_id)
+            if statuses:
+                q = q.where(Delivery.status.in_(list(statuses)))  # type: ignore[attr-defined]
+            q = q.order_by(Delivery.id).offset(offset)  # type: ignore[arg-type]
+            if limit is not None:
+                q = q.limit(limit)
+            return list(s.exec(q))
+        return self._run(op)
+
+
+def _alert_filter(q: Any, city_id: str | None, statuses: Sequence[str] | None,
+                  bbox: tuple[float, float, float, float] | None,
+                  updated_after: datetime | None, updated_since: datetime | None,
+                  detected_from: date | None, detected_to: date | None) -> Any:
+    if city_id:
+        q = q.where(AlertRecord.city_id == city_id)
+    if statuses:
+        q = q.where(AlertRecord.status.in_(list(statuses)))  # type: ignore[attr-defined]
+    if bbox:
+        west, south, east, north = bbox
+        q = q.where(AlertRecord.maxx >= west, AlertRecord.minx <= east,
+                    AlertRecord.maxy >= south, AlertRecord.miny <= north)
+    if updated_after:
+        q = q.where(AlertRecord.updated_at > _utc(updated_after))
+    if updated_since:
+        q = q.where(AlertRecord.updated_at >= _utc(updated_since))
+    if detected_from:
+        q = q.where(AlertRecord.first_detected >= detected_from)
+    if detected_to:
+        q = q.where(AlertRecord.first_detected <= detected_to)
+    return q
 
 
 def _utc(value: datetime) -> datetime:
