@@ -109,3 +109,7 @@ class StateError(UrbanMonitorError):
 
 class ServiceError(UrbanMonitorError):
     """An external service (Kafka, PostgreSQL, STAC server) did not start or answer."""
+
+
+class SyntheticArchiveError(UrbanMonitorError):
+    """A synthetic city archive could not be generated, written or loaded."""

@@ -42,34 +42,31 @@ def from_epoch_days(days: int) -> date:
     return EPOCH + timedelta(days=int(days))
 
 
-def _interp_matrix(n_out: int, cell: float) -> np.ndarray:
-    """Dense (n_out, n_coarse) smooth-step interpolation weights from a coarse lattice."""
-    n_coarse = int(math.ceil(n_out / cell)) + 2
+def _interp_weights(n_out: int, cell: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """Lattice index and smooth-step weight of each output pixel, and the lattice size."""
     x = (np.arange(n_out) + 0.5) / cell
-    i0 = np.floor(x).astype(int)
-    t = x - i0
-    t = t * t * (3 - 2 * t)
-    m = np.zeros((n_out, n_coarse), dtype=np.float32)
-    m[np.arange(n_out), i0] = 1 - t
-    m[np.arange(n_out), i0 + 1] = t
-    return m
+    i0 = np.floor(x).astype(np.intp)
+    t = (x - i0).astype(np.float32)
+    return i0, t * t * (3 - 2 * t), int(math.ceil(n_out / cell)) + 2
 
 
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cell: float,
                  octaves: int = 3) -> np.ndarray:
     """Spatially coherent noise (zero mean, unit std) with features about ``cell`` pixels.
 
-    Coarse Gaussian lattices are interpolated with two small matrix products, which is
-    much faster than filtering a full-size field and needs nothing beyond numpy.
+    Coarse Gaussian lattices are interpolated separably with gathers (no BLAS: its thread
+    start-up costs more than the work on these small arrays).
     """
     h, w = shape
     out = np.zeros(shape, dtype=np.float32)
     amp = 1.0
     for o in range(octaves):
         c = max(cell / 2**o, 1.0)
-        rows, cols = _interp_matrix(h, c), _interp_matrix(w, c)
-        lattice = rng.standard_normal((rows.shape[1], cols.shape[1])).astype(np.float32)
-        out += amp * (rows @ lattice @ cols.T)
+        ri, rt, nr = _interp_weights(h, c)
+        ci, ct, nc = _interp_weights(w, c)
+        lattice = rng.standard_normal((nr, nc), dtype=np.float32)
+        rows = lattice[ri] * (1 - rt)[:, None] + lattice[ri + 1] * rt[:, None]
+        out += amp * (rows[:, ci] * (1 - ct)[None, :] + rows[:, ci + 1] * ct[None, :])
         amp *= 0.5
     out -= out.mean()
     std = out.std()
@@ -178,7 +175,7 @@ def generate_landscape(grid: CityGrid, start: date, end: date, n_sites: int, see
     suitability = r * 4 + 0.8 * smooth_noise(rng, (h, w), size / 6) - 1.0
     mean_suit = np.bincount(pid.ravel(), suitability.ravel()) / np.maximum(
         np.bincount(pid.ravel()), 1)
-    crop = (mean_suit[pid] > 0.2) & ~built & (elevation > 1.0)
+    crop = (mean_suit[pid] > 0.75) & ~built & (elevation > 1.0)
     uniq, compact = np.unique(np.where(crop, pid, -1), return_inverse=True)
     compact = compact.reshape(h, w) - (1 if uniq[0] == -1 else 0)
     parcel_id[crop] = compact[crop]
