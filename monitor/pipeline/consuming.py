@@ -68,7 +68,9 @@ class EventLoop:
 
     def __init__(self, bus: Bus, consumer: Consumer, handler: Handler, *, expected_type: str,
                  dead_letter_topic: str, group: str, max_attempts: int = 3,
-                 backoff_s: float = 0.5, max_backoff_s: float = 10.0) -> None:
+                 backoff_s: float = 0.5, max_backoff_s: float = 10.0,
+                 on_dead_letter: Callable[[CloudEvent | None, BaseException], None] | None = None,
+                 ) -> None:
         self.bus = bus
         self.consumer = consumer
         self.handler = handler
@@ -78,10 +80,17 @@ class EventLoop:
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        self.on_dead_letter = on_dead_letter
         self.stats = ConsumeStats()
         self._attempts: dict[tuple[str, int, int], int] = {}
 
-    def _dead_letter(self, message: Message, error: BaseException) -> None:
+    def _dead_letter(self, message: Message, error: BaseException,
+                     event: CloudEvent | None = None) -> None:
+        if self.on_dead_letter is not None:
+            try:
+                self.on_dead_letter(event, error)  # e.g. record the reason in the registry
+            except INFRASTRUCTURE_ERRORS:
+                log.warning("could not record the dead-lettering of %s", message.offset)
         log.warning("dead-lettering %s[%d]@%d: %s", message.topic, message.partition,
                     message.offset, error)
         send_to_dead_letter(self.bus, self.dead_letter_topic, message, error, self.group)
@@ -100,7 +109,7 @@ class EventLoop:
         try:
             self.handler(event, message)
         except PERMANENT_ERRORS as exc:
-            self._dead_letter(message, exc)
+            self._dead_letter(message, exc, event)
             return True
         except INFRASTRUCTURE_ERRORS as exc:
             log.warning("event %s: %s; will retry", event.id, exc)
@@ -115,7 +124,7 @@ class EventLoop:
                 wrapped = UrbanMonitorError(
                     f"event {event.id} failed {attempts} times: {type(exc).__name__}: {exc}",
                     "inspect the dead-letter record, fix the cause, and re-publish it")
-                self._dead_letter(message, wrapped)
+                self._dead_letter(message, wrapped, event)
                 return True
             self.stats.retried += 1
             return False
