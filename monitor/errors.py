@@ -113,3 +113,7 @@ class ServiceError(UrbanMonitorError):
 
 class SyntheticArchiveError(UrbanMonitorError):
     """A synthetic city archive could not be generated, written or loaded."""
+
+
+class ScoringError(UrbanMonitorError):
+    """A change map and its ground truth cannot be compared (shapes, period, pixel size)."""
