@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -209,6 +210,19 @@ class StacServer:
 
 def serve_forever(server: StacServer) -> None:
     """Block until Ctrl-C (or SIGTERM), then stop the server."""
+
+    def _on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # Without this, SIGTERM would end Python before `stop()` and orphan rustac.
+    previous = signal.signal(signal.SIGTERM, _on_term)
+    try:
+        _serve_until_interrupted(server)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _serve_until_interrupted(server: StacServer) -> None:
     with server:
         print(f"STAC API at {server.url} (Ctrl-C to stop)", flush=True)
         try:

@@ -125,7 +125,9 @@ def water_level_at(day: date, peak_doy: int, seed: int) -> float:
     """Water level (m, relative to mean) on ``day``: seasonal swing plus a yearly anomaly."""
     doy = day.timetuple().tm_yday
     yearly = np.random.default_rng([seed, 7, day.year]).normal(0, 0.15)
-    return float(0.45 * (2 * seasonal_wetness(doy - 30, peak_doy) - 1) + yearly)
+    level = 0.45 * (2 * seasonal_wetness(doy - 30, peak_doy) - 1) + yearly
+    # Permanent water (below -0.7 m) never falls dry; the seasonal fringe reaches +0.7 m.
+    return float(np.clip(level, -0.68, 0.68))
 
 
 def generate_landscape(grid: CityGrid, start: date, end: date, n_sites: int, seed: int,
