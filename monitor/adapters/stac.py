@@ -84,11 +84,13 @@ class StacCatalog:
         from pystac_client.exceptions import APIError
         from pystac_client.stac_api_io import StacApiIO
 
-        stac_io = StacApiIO(headers=self.headers, timeout=self.timeout_s,
-                            max_retries=retry_policy(self.max_retries, self.backoff_s),
-                            request_modifier=self._count_request)
+        stac_io = StacApiIO(max_retries=retry_policy(self.max_retries, self.backoff_s))
         try:
-            client = Client.open(self.url, stac_io=stac_io, modifier=self.modifier)
+            # Client.open re-applies headers, timeout and request_modifier to the StacApiIO
+            # (resetting any not given here), so they are passed here, not to StacApiIO.
+            client = Client.open(self.url, stac_io=stac_io, modifier=self.modifier,
+                                 headers=self.headers, timeout=self.timeout_s,
+                                 request_modifier=self._count_request)
         except (APIError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CatalogError(
                 f"STAC API {self.url} did not answer with a usable landing page: "
