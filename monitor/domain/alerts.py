@@ -24,9 +24,10 @@ Update rules, chosen so that applying the same ChangeEvent twice is a no-op:
   region of the site is retracted; a retracted alert whose site is seen again reopens;
 - dates: first detection, confirmation and time of change are the earliest seen (the
   site's change began then), retraction is the observation date;
-- confidence: pixel-weighted mean of the regions in the latest event, updated only when it
-  moved by ``confidence_step`` or more (so a new scene that changes nothing else does not
-  spam subscribers with a new revision);
+- confidence: pixel-weighted mean confidence of the site's regions; while the site stays
+  active it keeps the highest value reached (so replaying an older event is a no-op), on
+  retraction or reopening it takes the event's value; it is updated only when it moved by
+  ``confidence_step`` or more (a new scene that changes nothing else makes no revision);
 - a revision is made only for a material change (status, dates, confidence step, geometry
   by more than ``min_geometry_change_m2``); its scene ids and model version then become the
   event's, added to the alert's list of scene ids.
@@ -291,6 +292,10 @@ def _update_alert(target: Alert, absorbed: Sequence[Alert], regions: Sequence[Ch
     change_date = _min_date(*(a.change_date for a in everyone), *(r.change_date for r in regions))
     confidence = target.confidence
     new_confidence = round(_weighted_confidence(regions), 4)
+    if status != "retracted" and target.active:
+        # While a site stays active its confidence is the highest it reached: a join,
+        # like the union and the earliest dates, so a replayed older event changes nothing.
+        new_confidence = max(new_confidence, confidence)
     if abs(new_confidence - confidence) >= rules.confidence_step:
         confidence = new_confidence
     material = (geometry_changed or status != target.status

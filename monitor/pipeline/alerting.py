@@ -1,0 +1,132 @@
+"""The alerting step: ChangeEvent -> alert revisions -> database + outbox -> AlertEvents.
+
+For each ChangeEvent (topic ``urban.changes.v1``, group ``alerting``):
+1. load the city's alerts, fold the event's regions into them (``monitor.domain.alerts``);
+2. save every changed alert with its outbox rows (webhooks + the alerts topic) in one
+   transaction;
+3. publish the pending bus rows (AlertEvents to ``urban.alerts.v1``, key = city id).
+
+Redelivery is harmless: the tracking makes no revision for an event already applied, and
+an outbox row left unpublished by a crash between steps 2 and 3 is published on the next
+event (or at start). AlertEvent ids are ``hash(alert id, revision)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from shapely.geometry import shape
+
+from monitor.adapters.database import AlertRecord, Database
+from monitor.domain.alerts import Alert, AlertRules, track_alerts
+from monitor.domain.events import AlertData, ChangeData, CloudEvent, alert_event
+from monitor.pipeline.outbox import plan_deliveries, publish_pending
+from monitor.ports import Bus, Message
+from monitor.settings import AlertingSettings
+
+log = logging.getLogger(__name__)
+
+
+def rules_from(settings: AlertingSettings) -> AlertRules:
+    return AlertRules(min_mapping_unit_m2=settings.min_mapping_unit_m2,
+                      match_distance_m=settings.match_distance_m,
+                      confidence_step=settings.confidence_step)
+
+
+def record_to_alert(record: AlertRecord) -> Alert:
+    return Alert(
+        alert_id=record.id, city_id=record.city_id, status=record.status,
+        revision=record.revision, geometry=shape(json.loads(record.geometry_json)),
+        area_m2=record.area_m2, first_detected=record.first_detected,
+        confirmed=record.confirmed, retracted=record.retracted,
+        change_date=record.change_date, confidence=record.confidence,
+        model_version=record.model_version,
+        scene_ids=tuple(json.loads(record.scene_ids_json or "[]")),
+    )
+
+
+def alert_to_record(alert: Alert, previous: AlertRecord | None = None) -> AlertRecord:
+    minx, miny, maxx, maxy = alert.geometry.bounds
+    record = AlertRecord(
+        id=alert.alert_id, city_id=alert.city_id, status=alert.status,
+        revision=alert.revision, geometry_json=json.dumps(alert.geometry_geojson()),
+        minx=minx, miny=miny, maxx=maxx, maxy=maxy, area_m2=round(alert.area_m2, 2),
+        first_detected=alert.first_detected, confirmed=alert.confirmed,
+        retracted=alert.retracted, change_date=alert.change_date,
+        confidence=alert.confidence, model_version=alert.model_version,
+        scene_ids_json=json.dumps(list(alert.scene_ids)),
+    )
+    if previous is not None:
+        record.created_at = previous.created_at
+    return record
+
+
+def record_to_data(record: AlertRecord) -> AlertData:
+    return AlertData(
+        alert_id=record.id, city_id=record.city_id, status=record.status,  # type: ignore[arg-type]
+        revision=record.revision, geometry=json.loads(record.geometry_json),
+        area_m2=record.area_m2, first_detected=record.first_detected,
+        confirmed=record.confirmed, retracted=record.retracted,
+        change_date=record.change_date, confidence=record.confidence,
+        model_version=record.model_version,
+        scene_ids=json.loads(record.scene_ids_json or "[]"),
+    )
+
+
+def record_to_event(record: AlertRecord, time: datetime | None = None) -> CloudEvent:
+    event = alert_event(record_to_data(record))
+    if time is not None:
+        event = event.model_copy(update={"time": time})
+    return event
+
+
+def apply_change_event(db: Database, change: ChangeData, *, rules: AlertRules,
+                       alerts_topic: str | None) -> list[CloudEvent]:
+    """Fold one ChangeEvent into the city's alerts; save revisions and their outbox rows.
+    Returns the AlertEvents of the new revisions (empty when nothing changed)."""
+    records = {r.id: r for r in db.alerts(city_id=change.city_id, limit=None)}
+    result = track_alerts([record_to_alert(r) for r in records.values()], change.regions,
+                          city_id=change.city_id, model_version=change.model_version,
+                          scene_ids=change.scene_ids, observed=change.acquired.date(),
+                          rules=rules)
+    if not result.changed:
+        return []
+    subscriptions = db.subscriptions(active_only=True)
+    new_records: list[AlertRecord] = []
+    events: list[CloudEvent] = []
+    deliveries = []
+    for alert in result.changed:
+        record = alert_to_record(alert, records.get(alert.alert_id))
+        event = record_to_event(record)
+        new_records.append(record)
+        events.append(event)
+        deliveries.extend(plan_deliveries(event, subscriptions, alerts_topic))
+        log.info("alert %s of city %s: revision %d, %s (%s)", alert.alert_id, alert.city_id,
+                 alert.revision, alert.status, result.reasons.get(alert.alert_id, ""))
+    db.save_alert_changes(new_records, deliveries)
+    return events
+
+
+class AlertingHandler:
+    """The EventLoop handler of the alerting service."""
+
+    def __init__(self, db: Database, bus: Bus, *, settings: AlertingSettings,
+                 alerts_topic: str) -> None:
+        self.db = db
+        self.bus = bus
+        self.rules = rules_from(settings)
+        self.alerts_topic = alerts_topic
+        self.published = 0
+
+    def __call__(self, event: CloudEvent, message: Message | None = None) -> None:
+        change = event.data
+        assert isinstance(change, ChangeData)  # EventLoop checked the type
+        apply_change_event(self.db, change, rules=self.rules, alerts_topic=self.alerts_topic)
+        self.published += publish_pending(self.db, self.bus, now=datetime.now(UTC))
+
+    def handle_all(self, events: Sequence[CloudEvent]) -> None:
+        for event in events:
+            self(event)

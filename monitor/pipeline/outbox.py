@@ -1,0 +1,160 @@
+"""The outbox: alert notifications written with the alert, then sent until they arrive.
+
+Every alert revision is saved together with one outbox row (``Delivery``) per matching
+webhook subscription and one for the alerts topic, in the same transaction
+(:meth:`Database.save_alert_changes`). Dispatchers then send due rows:
+
+- :func:`publish_pending` hands bus rows to the bus (topic ``urban.alerts.v1``, key = city);
+- :func:`dispatch_due` POSTs webhook rows (signed, see ``monitor.adapters.webhooks``).
+
+A failed attempt is retried after ``backoff * 2**(attempts-1)`` seconds, capped at
+``max_backoff`` (5 s, 10 s, 20 s ... 300 s by default), so a subscriber that is down for an
+hour receives everything within minutes of coming back. Rows still failing
+``give_up_after_h`` after they were queued become ``failed`` (kept in the delivery log).
+Rows are claimed with a compare-and-set before sending, so several dispatchers can run.
+Delivery is at-least-once: a receiver de-duplicates on the event id header.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from monitor.adapters.database import Database, Delivery, Subscription
+from monitor.adapters.webhooks import WebhookSender
+from monitor.domain.events import AlertData, CloudEvent
+from monitor.ports import Bus
+from monitor.settings import AlertingSettings
+
+log = logging.getLogger(__name__)
+
+BUS_CHANNEL_PREFIX = "bus:"  # outbox rows for a bus topic use "bus:<topic>" as subscriber
+
+
+@dataclass
+class DispatchStats:
+    delivered: int = 0
+    retried: int = 0
+    failed: int = 0
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def as_utc(value: datetime) -> datetime:
+    """Timestamps read back from the database may be naive: they are UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def retry_delay_s(attempts: int, backoff_s: float, max_backoff_s: float) -> float:
+    """Delay before the next attempt after ``attempts`` failed ones (capped doubling)."""
+    return min(backoff_s * 2 ** max(attempts - 1, 0), max_backoff_s)
+
+
+def subscription_matches(subscription: Subscription, alert: AlertData) -> bool:
+    """A subscription's filter: cities (empty = all), statuses (empty = all), confidence."""
+    cities = json.loads(subscription.cities_json or "[]")
+    statuses = json.loads(subscription.statuses_json or "[]")
+    if cities and alert.city_id not in cities:
+        return False
+    if statuses and alert.status not in statuses:
+        return False
+    return alert.confidence >= subscription.min_confidence
+
+
+def plan_deliveries(event: CloudEvent, subscriptions: Sequence[Subscription],
+                    bus_topic: str | None) -> list[Delivery]:
+    """Outbox rows for one AlertEvent: one per matching webhook, one for the bus topic."""
+    data = event.data
+    assert isinstance(data, AlertData)
+    payload = event.to_json().decode("utf-8")
+    rows = [Delivery(subscription_id=s.id, event_id=event.id, alert_id=data.alert_id,
+                     payload=payload)
+            for s in subscriptions if s.active and subscription_matches(s, data)]
+    if bus_topic:
+        rows.append(Delivery(subscription_id=BUS_CHANNEL_PREFIX + bus_topic, event_id=event.id,
+                             alert_id=data.alert_id, payload=payload))
+    return rows
+
+
+def publish_pending(db: Database, bus: Bus, *, now: datetime | None = None,
+                    limit: int = 500) -> int:
+    """Publish due bus rows (key = city id) and mark them delivered; returns how many."""
+    now = now or datetime.now(UTC)
+    sent = 0
+    while True:
+        rows = db.due_deliveries(now, limit=limit, channel_prefix=BUS_CHANNEL_PREFIX)
+        if not rows:
+            return sent
+        for row in rows:
+            assert row.id is not None
+            topic = row.subscription_id.removeprefix(BUS_CHANNEL_PREFIX)
+            city_id = json.loads(row.payload).get("subject", "unknown")
+            bus.publish(topic, city_id, row.payload.encode("utf-8"))  # BusError propagates
+            db.finish_delivery(row.id, status="delivered", attempted_at=now)
+            sent += 1
+        bus.flush()
+        if len(rows) < limit:
+            return sent
+
+
+def dispatch_due(db: Database, now: datetime | None = None, *,
+                 sender: WebhookSender | None = None,
+                 settings: AlertingSettings | None = None) -> DispatchStats:
+    """Send every due webhook row once; schedule retries for failures. ``now`` may be a
+    simulated clock (tests); it is also the timestamp that is signed."""
+    settings = settings or AlertingSettings()
+    now = as_utc(now or datetime.now(UTC))
+    own_sender = sender is None
+    sender = sender or WebhookSender(timeout_s=settings.webhook_timeout_s)
+    stats = DispatchStats()
+    subscriptions: dict[str, Subscription | None] = {}
+    try:
+        rows = db.due_deliveries(now, limit=settings.dispatch_batch,
+                                 exclude_prefix=BUS_CHANNEL_PREFIX)
+        for row in rows:
+            assert row.id is not None
+            lease = now + timedelta(seconds=settings.webhook_timeout_s + 30)
+            if not db.claim_delivery(row.id, row.next_attempt_at, lease):
+                stats.skipped += 1  # another dispatcher took it
+                continue
+            if row.subscription_id not in subscriptions:
+                subscriptions[row.subscription_id] = db.subscription(row.subscription_id)
+            sub = subscriptions[row.subscription_id]
+            if sub is None or not sub.active:
+                db.finish_delivery(row.id, status="cancelled", attempted_at=now,
+                                   error="subscription deleted")
+                stats.skipped += 1
+                continue
+            outcome = sender.send(sub.url, row.payload.encode("utf-8"), secret=sub.secret,
+                                  event_id=row.event_id, delivery_id=row.id,
+                                  timestamp=int(now.timestamp()))
+            if outcome.ok:
+                db.finish_delivery(row.id, status="delivered", attempted_at=now,
+                                   status_code=outcome.status_code)
+                stats.delivered += 1
+                continue
+            attempts = row.attempts + 1
+            age = now - as_utc(row.created_at)
+            if age >= timedelta(hours=settings.webhook_give_up_after_h):
+                db.finish_delivery(row.id, status="failed", attempted_at=now,
+                                   status_code=outcome.status_code, error=outcome.error)
+                stats.failed += 1
+                log.error("webhook delivery %s to %s failed for good after %d attempts: %s",
+                          row.id, sub.url, attempts, outcome.error)
+                continue
+            delay = retry_delay_s(attempts, settings.webhook_backoff_s,
+                                  settings.webhook_max_backoff_s)
+            db.finish_delivery(row.id, status="pending", attempted_at=now,
+                               next_attempt_at=now + timedelta(seconds=delay),
+                               status_code=outcome.status_code, error=outcome.error)
+            stats.retried += 1
+            stats.errors.append(outcome.error or "")
+            log.info("webhook delivery %s to %s failed (attempt %d): %s; retry in %.0f s",
+                     row.id, sub.url, attempts, outcome.error, delay)
+    finally:
+        if own_sender:
+            sender.close()
+    return stats
