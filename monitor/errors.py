@@ -117,3 +117,7 @@ class SyntheticArchiveError(UrbanMonitorError):
 
 class ScoringError(UrbanMonitorError):
     """A change map and its ground truth cannot be compared (shapes, period, pixel size)."""
+
+
+class RenderError(UrbanMonitorError):
+    """A map, legend, chart or report could not be rendered from the data given."""
