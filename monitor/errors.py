@@ -115,6 +115,18 @@ class SyntheticArchiveError(UrbanMonitorError):
     """A synthetic city archive could not be generated, written or loaded."""
 
 
+class ObservationError(UrbanMonitorError):
+    """An observation given to a city's change state does not fit it (shape, band count,
+    modality, orbit, date). The state is left untouched."""
+
+    def __init__(self, scene_id: str, problem: str, hint: str | None = None) -> None:
+        self.scene_id = scene_id
+        super().__init__(
+            f"observation of scene {scene_id}: {problem}",
+            hint or "fix how the scene is read onto the city grid; the state was not changed",
+        )
+
+
 class ScoringError(UrbanMonitorError):
     """A change map and its ground truth cannot be compared (shapes, period, pixel size)."""
 
