@@ -291,11 +291,13 @@ class DiscoveryCycle:
                 item_id_of(item)
                 geometry = item_geometry(item)
             except ItemError as exc:
+                # Without a usable footprint, the bbox says which cities it concerns; with
+                # neither, every city of this search does (the server returned it for them).
                 bbox = item.get("bbox")
                 targets = (index.near_bbox(bbox) if isinstance(bbox, list) and len(bbox) >= 4
                            and all(isinstance(v, int | float) for v in bbox[:4])
                            else [c.id for c in group])
-                for city_id in targets or [c.id for c in group]:
+                for city_id in targets:
                     report.skipped += 1
                     self._record_skipped(city_id, source.collection, exc)
                 continue
