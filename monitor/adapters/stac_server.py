@@ -74,7 +74,8 @@ class StacServer:
     def __init__(self, collections: Sequence[Path | str], items: Iterable[ItemLike] = (),
                  *, host: str = "127.0.0.1", port: int | None = None,
                  startup_timeout_s: float = 30.0, rustac: str | None = None) -> None:
-        self.collections = [Path(c) for c in collections]
+        # rustac refuses ".." in paths: hand it absolute, normalised ones.
+        self.collections = [Path(c).resolve() for c in collections]
         for path in self.collections:
             if not path.exists():
                 raise ServiceError(f"STAC collection file {path} does not exist",

@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import shapely
 from pyproj import Transformer
 from shapely.geometry import Polygon, mapping, shape
-from shapely.ops import transform as shapely_transform
 from tqdm import tqdm
 
 from monitor.domain.grid import CityGrid
@@ -192,7 +192,7 @@ def _write_truth(land: Landscape, params: ArchiveParams, truth_dir: Path) -> Tru
     for site in land.sites:
         features.append({
             "type": "Feature", "id": site.site_id,
-            "geometry": mapping(shapely_transform(to_wgs84, site.polygon_utm)),
+            "geometry": mapping(shapely.transform(site.polygon_utm, to_wgs84, interleaved=False)),
             "properties": {
                 "site_id": site.site_id,
                 "construction_start": site.start.isoformat(),
@@ -338,7 +338,7 @@ def load_archive(out_dir: Path | str) -> Archive:
                     height=int(g["height"]), pixel_size=float(g["pixel_size"]))
     archive = Archive(
         root=root, params=params, param_hash=manifest["param_hash"], grid=grid,
-        aoi=shape(manifest["aoi"]),  # type: ignore[arg-type]
+        aoi=shape(manifest["aoi"]),
         collection_paths={k: root / v for k, v in manifest["collections"].items()},
         item_collection_paths={k: root / v for k, v in manifest["item_collections"].items()},
         item_paths={k: [root / p for p in v] for k, v in manifest["items"].items()},

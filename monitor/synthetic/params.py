@@ -8,15 +8,15 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import date
 
+import shapely
 from pyproj import Transformer
 from shapely.geometry import Polygon, box
-from shapely.ops import transform as shapely_transform
 
 from monitor.domain.grid import CityGrid, utm_epsg_for
 from monitor.errors import ConfigError
 
 # Bump whenever the physics or the file layout changes: cached archives are then rebuilt.
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 # Sentinel-2 processing baseline 04.00 (the +1000 BOA offset) went live on this day.
 BOA_OFFSET_SINCE = date(2022, 1, 25)
@@ -107,6 +107,6 @@ class ArchiveParams:
         """The city's area of interest in lon/lat (the grid's footprint)."""
         grid = self.city_grid()
         to_wgs84 = Transformer.from_crs(grid.epsg, 4326, always_xy=True).transform
-        out = shapely_transform(to_wgs84, box(*grid.bounds).segmentize(500.0))
+        out = shapely.transform(box(*grid.bounds).segmentize(500.0), to_wgs84, interleaved=False)
         assert isinstance(out, Polygon)
         return out

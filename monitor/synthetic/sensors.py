@@ -15,7 +15,7 @@ simulated in any order or in parallel and still give the same bytes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
@@ -189,6 +189,16 @@ def _absolute_orbit(t: datetime, relative_orbit: int, platform: str) -> int:
     return base
 
 
+@dataclass(frozen=True)
+class _Track:
+    state: str
+    utc_hour: float
+    look_azimuth: float
+    incidence: float
+    relative_orbit: int
+    first: int
+
+
 def plan_s1_acquisitions(params: ArchiveParams) -> list[S1Acquisition]:
     """An ascending and a descending track, each every ``s1_repeat_days``.
 
@@ -199,33 +209,33 @@ def plan_s1_acquisitions(params: ArchiveParams) -> list[S1Acquisition]:
     tracks = []
     for state, local_hour, look_az, inc in (("ascending", 18.0, 78.0, 36.5),
                                             ("descending", 6.0, 282.0, 41.0)):
-        tracks.append(dict(state=state, utc=(local_hour - params.lon / 15.0) % 24,
-                           look=look_az + float(rng.normal(0, 1)),
-                           inc=inc + float(rng.normal(0, 1.5)),
-                           rel=int(rng.integers(1, 176)),
-                           first=int(rng.integers(0, params.s1_repeat_days))))
-    if tracks[0]["rel"] == tracks[1]["rel"]:
-        tracks[1]["rel"] = tracks[1]["rel"] % 175 + 1
+        tracks.append(_Track(state=state, utc_hour=(local_hour - params.lon / 15.0) % 24,
+                             look_azimuth=look_az + float(rng.normal(0, 1)),
+                             incidence=inc + float(rng.normal(0, 1.5)),
+                             relative_orbit=int(rng.integers(1, 176)),
+                             first=int(rng.integers(0, params.s1_repeat_days))))
+    if tracks[0].relative_orbit == tracks[1].relative_orbit:
+        tracks[1] = replace(tracks[1], relative_orbit=tracks[1].relative_orbit % 175 + 1)
     raw = []
     for tr in tracks:
-        day = params.start + timedelta(days=int(tr["first"]))
+        day = params.start + timedelta(days=tr.first)
         while day <= params.end:
             raw.append((day, tr))
             day += timedelta(days=params.s1_repeat_days)
-    raw.sort(key=lambda x: (x[0], x[1]["state"]))
+    raw.sort(key=lambda x: (x[0], x[1].state))
     out = []
     for index, (day, tr) in enumerate(raw):
-        platform = ("SENTINEL-1B" if tr["state"] == "descending" and day < S1B_END
+        platform = ("SENTINEL-1B" if tr.state == "descending" and day < S1B_END
                     else "SENTINEL-1A")
         t = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(
-            hours=float(tr["utc"]), seconds=float(rng.uniform(0, 30)))
+            hours=tr.utc_hour, seconds=float(rng.uniform(0, 30)))
         # The descending swath edge runs close to the city: some scenes miss a strip.
-        edge = tr["state"] == "descending" and rng.random() < 0.25
+        edge = tr.state == "descending" and rng.random() < 0.25
         out.append(S1Acquisition(
-            index=index, platform=platform, time=t, orbit_state=str(tr["state"]),
-            relative_orbit=int(tr["rel"]),
-            absolute_orbit=_absolute_orbit(t, int(tr["rel"]), platform),
-            incidence_deg=round(float(tr["inc"]), 3), look_azimuth_deg=round(float(tr["look"]), 3),
+            index=index, platform=platform, time=t, orbit_state=tr.state,
+            relative_orbit=tr.relative_orbit,
+            absolute_orbit=_absolute_orbit(t, tr.relative_orbit, platform),
+            incidence_deg=round(tr.incidence, 3), look_azimuth_deg=round(tr.look_azimuth, 3),
             nodata_side=("west" if rng.random() < 0.5 else "east") if edge else None,
             nodata_fraction=float(rng.uniform(0.05, 0.35)) if edge else 0.0,
             latency=_latency(rng, 10.0, 0.08, (2, 10))))
