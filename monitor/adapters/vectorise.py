@@ -142,11 +142,14 @@ def extract_regions(status: np.ndarray, grid: CityGrid, *, first_day: np.ndarray
 
 def extract_regions_from_state(state: Any, *, model_version: str, city_id: str = "",
                                min_pixels: int = 1) -> list[ChangeRegion]:
-    """:func:`extract_regions` on a state object with ``status``, ``first_day``,
-    ``confirm_day``, ``change_day``, ``grid`` and optionally ``confidence``/``probability``."""
+    """:func:`extract_regions` on a state object (``monitor.domain.state.CityState``): its
+    ``status``, ``first_day``, ``confirm_day``, ``change_day``, ``grid`` and, when present,
+    ``confidence`` (array or method returning one) or ``probability``."""
     confidence = getattr(state, "confidence", None)
     if confidence is None:
         confidence = getattr(state, "probability", None)
+    if callable(confidence):  # CityState.confidence() derives it from the evidence
+        confidence = confidence()
     if confidence is not None and np.issubdtype(np.asarray(confidence).dtype, np.integer):
         confidence = np.asarray(confidence, dtype=np.float64) / np.iinfo(confidence.dtype).max
     return extract_regions(state.status, state.grid, first_day=state.first_day,
