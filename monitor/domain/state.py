@@ -249,6 +249,8 @@ class CityState:
         self.params = params
         self._a = arrays
         self.version: int = int(meta.get("version", 0))
+        # the last scene applied: with the version, it tells two diverging histories apart
+        self.last_scene_id: str | None = meta.get("last_scene_id")
         self.orbits: list[str] = list(meta.get("orbits", []))
         # stream ("s2", "s1:<orbit>") -> last applied day
         self.last_day: dict[str, int] = {k: int(v) for k, v in meta.get("last_day", {}).items()}
@@ -303,6 +305,7 @@ class CityState:
         return {
             "format": STATE_FORMAT_VERSION,
             "version": self.version,
+            "last_scene_id": self.last_scene_id,
             "grid": self.grid.to_dict(),
             "params": self.params.to_dict(),
             "orbits": list(self.orbits),
@@ -322,6 +325,10 @@ class CityState:
     def copy(self) -> CityState:
         return CityState(self.grid, self.params, {k: v.copy() for k, v in self._a.items()},
                          self.to_metadata())
+
+    def has_applied(self, scene_id: str) -> bool:
+        """True when ``scene_id`` was applied (and is still remembered: see STATE.md)."""
+        return scene_id in self.applied
 
     # ---------------------------------------------------------------- read access
     @property
@@ -557,6 +564,7 @@ class CityState:
         self.last_day[stream] = max(last, day)
         self._prune_applied()
         self.version += 1
+        self.last_scene_id = obs.scene_id
         return UpdateResult(obs.scene_id, "applied", self.version,
                             transitions=_transitions_dict(transitions),
                             n_valid=int(counts[0]), n_evidence=int(counts[1]))
