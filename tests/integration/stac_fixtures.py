@@ -157,6 +157,8 @@ class HostileStacServer:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most searches served at the same time
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -214,6 +216,17 @@ class HostileStacServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
                 action = server_ref._next_action(body)
+                with server_ref._lock:
+                    server_ref.in_flight += 1
+                    server_ref.max_in_flight = max(server_ref.max_in_flight,
+                                                   server_ref.in_flight)
+                try:
+                    self._answer(action)
+                finally:
+                    with server_ref._lock:
+                        server_ref.in_flight -= 1
+
+            def _answer(self, action: str) -> None:
                 if action == "hang":
                     time.sleep(server_ref.hang_s)
                     action = "ok"
