@@ -87,6 +87,11 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
             threads=args.threads,
         )
     )
+    if args.ship:
+        from models.folds import ship_models  # torch
+
+        for path in ship_models(Path(args.folds_dir), Path(args.ship)):
+            print(f"shipped: {path}")
     return 0
 
 
@@ -161,6 +166,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--final", action="store_true", help="with --train: also train on all cities")
     c.add_argument("--seed", type=int, default=0, help="random seed")
     c.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    c.add_argument(
+        "--ship",
+        default=None,
+        help="export the all-city models (FOLDS_DIR/all) to this folder (e.g. models/artifacts) "
+        "with the leave-cities-out figures in their cards",
+    )
     c.set_defaults(func=_cmd_crossval)
 
 

@@ -7,6 +7,7 @@ shipped): ``fold<k>/<arch>/model.pt`` and the exported ``fold<k>/<arch>.onnx`` +
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -65,3 +66,36 @@ def train_fold(
         paths[arch] = train(cfg)
         export_checkpoint(paths[arch], base)
     return paths
+
+
+ROW_OF_ARCH = {"s2": "S2 Siamese U-Net", "s1": "S1 Siamese U-Net", "dual": "S1+S2 dual-stream"}
+
+
+def ship_models(folds_dir: Path, out_dir: Path) -> list[Path]:
+    """Export the all-city models with the leave-cities-out figures of their architecture.
+
+    Reads ``folds_dir/crossval.json`` (written by ``crossval_report``) and the checkpoints
+    ``folds_dir/all/<arch>/model.pt``.
+    """
+    from models.export import export_checkpoint  # torch
+
+    report = json.loads((folds_dir / "crossval.json").read_text())
+    shipped = []
+    for arch, row in ROW_OF_ARCH.items():
+        ckpt = folds_dir / "all" / arch / "model.pt"
+        if not ckpt.exists():
+            log.warning("no all-city %s checkpoint at %s: not shipped", arch, ckpt)
+            continue
+        metrics = {
+            f"leave-cities-out pooled ({len(FOLDS)} folds x 2 cities), {name}": value
+            for name, value in report["pooled"].items()
+            if name == row or "(Otsu)" in name
+        }
+        metrics["leave-cities-out note"] = (
+            "each city predicted by the fold model that never saw it; pixels of all held-out "
+            "cities pooled; cities without S1 (cupertino) use the S2 model in S1/dual rows; "
+            "hyper-parameters fixed up front, threshold chosen on each fold's training cities"
+        )
+        (ckpt.parent / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        shipped.append(export_checkpoint(ckpt, out_dir))
+    return shipped

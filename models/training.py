@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from models.metrics import best_threshold
 from models.networks import ALIGN, build_network
-from models.oscd import CityPair, load_cities, list_cities
+from models.oscd import CityPair, list_cities, load_cities
 from monitor.domain.normalisation import normalise_s1, normalise_s2
 
 log = logging.getLogger(__name__)
