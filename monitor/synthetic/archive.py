@@ -19,6 +19,7 @@ holds the parameter hash and is written last.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -39,8 +40,14 @@ from shapely.geometry import Polygon, mapping, shape
 from tqdm import tqdm
 
 from monitor.domain.grid import CityGrid
+from monitor.domain.scoring import ChangeTruth
 from monitor.errors import SyntheticArchiveError
-from monitor.synthetic.landscape import LANDCOVER_NAMES, Landscape, generate_landscape
+from monitor.synthetic.landscape import (
+    LANDCOVER_NAMES,
+    Landscape,
+    generate_landscape,
+    to_epoch_days,
+)
 from monitor.synthetic.params import GENERATOR_VERSION, ArchiveParams
 from monitor.synthetic.raster_files import keep_float_precision, write_cog
 from monitor.synthetic.sensors import (
@@ -104,6 +111,20 @@ class Archive:
             if collection is None or cid == collection:
                 out.extend(json.loads(path.read_text())["features"])
         return sorted(out, key=lambda it: it["properties"]["datetime"])
+
+    def period_days(self) -> tuple[int, int]:
+        """The archive's period as (first, last) days since 1970-01-01, for the scorer."""
+        return to_epoch_days(self.params.start), to_epoch_days(self.params.end)
+
+    def change_truth(self) -> ChangeTruth:
+        """The truth rasters as the scorer takes them (read from truth/)."""
+        import rasterio
+
+        with rasterio.open(self.truth.change_date) as src:
+            change_date = src.read(1)
+        with rasterio.open(self.truth.site_labels) as src:
+            site_labels = src.read(1)
+        return ChangeTruth(change_date=change_date, site_labels=site_labels)
 
     def sites(self) -> list[dict[str, Any]]:
         """Ground-truth construction sites as GeoJSON features (lon/lat)."""
@@ -217,6 +238,18 @@ def generate_archive(out_dir: Path | str, params: ArchiveParams | None = None,
     """
     params = params or ArchiveParams()
     root = Path(out_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    # Two processes asking for the same archive at once: the second waits, then reuses it.
+    with open(root / ".generate.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _generate_locked(root, params, workers, progress)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _generate_locked(root: Path, params: ArchiveParams, workers: int | None,
+                     progress: bool) -> Archive:
     param_hash = params.param_hash()
     manifest_path = root / MANIFEST
     if manifest_path.exists():

@@ -193,3 +193,16 @@ def test_generation_is_cached_and_deterministic(archive, tmp_path) -> None:
 def test_load_archive_errors_say_what_to_do(tmp_path) -> None:
     with pytest.raises(SyntheticArchiveError, match="synthetic generate"):
         load_archive(tmp_path)
+
+
+def test_truth_scores_perfectly_against_itself(archive) -> None:
+    from monitor.domain.scoring import ChangePrediction, score_change
+
+    truth = archive.change_truth()
+    start, end = archive.period_days()
+    changed = truth.change_date > 0
+    perfect = ChangePrediction(confirmed=changed, change_date=truth.change_date,
+                               confirmation_date=truth.change_date + 10 * changed)
+    score = score_change(truth, perfect, archive.grid.pixel_size**2, (start, end))
+    assert score.pixel_f1 == 1.0 and score.object_recall == 1.0 and score.n_sites == 5
+    assert score.delay_median_days == 10.0 and score.false_alerts == 0
