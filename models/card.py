@@ -123,7 +123,7 @@ def build_card(
             "real_vs_synthetic": "all training data are real (OSCD S2 + real S1); no synthetic data",
             "config": cfg,
             "seconds": round(ckpt["train_seconds"], 1),
-            "device": "CPU, torch threads = %d" % cfg.get("threads", 1),
+            "device": f"CPU, torch threads = {cfg.get('threads', 1)}",
             "torch_version": ckpt.get("torch_version"),
             "train_f1_at_threshold": round(ckpt["train_f1_at_threshold"], 4),
         },

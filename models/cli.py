@@ -106,7 +106,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     def data_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--dataset", choices=["oscd"], default="oscd", help="dataset layout")
-        p.add_argument("--data", default=DEFAULT_DATA, help="OSCD-layout folder (<city>/imgs_1 ...)")
+        p.add_argument(
+            "--data", default=DEFAULT_DATA, help="OSCD-layout folder (<city>/imgs_1 ...)"
+        )
         p.add_argument("--s1", default=None, help=f"OSCD Sentinel-1 folder (e.g. {DEFAULT_S1})")
         p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
 
@@ -177,7 +179,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry point: ``python -m models.cli models train ...``."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     parser = argparse.ArgumentParser(prog="urban-monitor")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

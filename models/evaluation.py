@@ -28,12 +28,20 @@ from monitor.adapters.onnx_model import OnnxChangeModel, default_artifacts_dir
 log = logging.getLogger(__name__)
 
 MODEL_ROWS = ("S2 Siamese U-Net", "S1 Siamese U-Net", "S1+S2 dual-stream")
-BASELINE_ROWS = ("S2 index diff (NDVI/NDBI, Otsu)", "S2 change vector (Otsu)", "S1 log-ratio (Otsu)")
+BASELINE_ROWS = (
+    "S2 index diff (NDVI/NDBI, Otsu)",
+    "S2 change vector (Otsu)",
+    "S1 log-ratio (Otsu)",
+)
 PUBLISHED = {
     "published: Siamese U-Net S2 (OSCD test)": 0.579,
     "published: DS-UNet S1+S2 (OSCD test)": 0.600,
 }
-_ARTIFACT = {"S2 Siamese U-Net": "change_s2", "S1 Siamese U-Net": "change_s1", "S1+S2 dual-stream": "change_dual"}
+_ARTIFACT = {
+    "S2 Siamese U-Net": "change_s2",
+    "S1 Siamese U-Net": "change_s1",
+    "S1+S2 dual-stream": "change_dual",
+}
 
 
 @dataclass
@@ -114,7 +122,11 @@ def render_table(
     results: list[CityResult], pooled: dict[str, Counts], title: str, pooled_label: str
 ) -> str:
     """Per-city and pooled table (F1, precision, recall, IoU of the change class)."""
-    lines = [title, "", f"{'city':<12} {'method':<34} {'F1':>6} {'P':>6} {'R':>6} {'IoU':>6}  notes"]
+    lines = [
+        title,
+        "",
+        f"{'city':<12} {'method':<34} {'F1':>6} {'P':>6} {'R':>6} {'IoU':>6}  notes",
+    ]
     for r in results:
         for row, c in r.counts.items():
             note = ", ".join(r.notes.get(row, []))
@@ -141,7 +153,9 @@ def _pool(results: list[CityResult], skip_seen: bool) -> dict[str, Counts]:
 def _as_json(results: list[CityResult], pooled: dict[str, Counts]) -> dict:
     return {
         "per_city": {
-            r.city: {row: {**c.as_dict(), "notes": r.notes.get(row, [])} for row, c in r.counts.items()}
+            r.city: {
+                row: {**c.as_dict(), "notes": r.notes.get(row, [])} for row, c in r.counts.items()
+            }
             for r in results
         },
         "pooled": {row: c.as_dict() for row, c in pooled.items()},
@@ -194,7 +208,9 @@ def crossval_report(
         fold_dir = Path(folds_dir) / f"fold{k}"
         models = load_models(fold_dir, threads)
         if not models:
-            log.warning("fold %d: no models in %s (train with 'models crossval --train')", k, fold_dir)
+            log.warning(
+                "fold %d: no models in %s (train with 'models crossval --train')", k, fold_dir
+            )
         for name in held_out:
             city = load_city(data, name, s1)
             if city.label is None:

@@ -43,7 +43,14 @@ def count_flops_per_pixel(net: torch.nn.Module, arch: str, size: int = 64) -> fl
             c_in = module.in_channels // module.groups
             if isinstance(module, torch.nn.ConvTranspose2d):
                 # every input pixel scatters c_in*c_out*k products
-                total += 2.0 * _inp[0].numel() / _inp[0].shape[1] * module.in_channels * module.out_channels * k
+                total += (
+                    2.0
+                    * _inp[0].numel()
+                    / _inp[0].shape[1]
+                    * module.in_channels
+                    * module.out_channels
+                    * k
+                )
             else:
                 total += 2.0 * out.numel() * c_in * k
 

@@ -90,7 +90,9 @@ def _resolve(path_or_name: str | Path | None) -> tuple[Path, Path]:
     try:
         meta = json.loads(card.read_text())
     except json.JSONDecodeError as exc:
-        raise ModelError(f"model card {card} is not valid JSON: {exc}", "re-export the model") from exc
+        raise ModelError(
+            f"model card {card} is not valid JSON: {exc}", "re-export the model"
+        ) from exc
     return card.parent / meta["onnx"], card
 
 
@@ -169,7 +171,10 @@ class OnnxChangeModel:
 
     def run_batch(self, *inputs: np.ndarray) -> np.ndarray:
         """One onnxruntime call on already normalised (N, C, h, w) arrays -> (N, 1, h, w)."""
-        feeds = {n: np.ascontiguousarray(a, dtype=np.float32) for n, a in zip(self.input_names, inputs, strict=True)}
+        feeds = {
+            n: np.ascontiguousarray(a, dtype=np.float32)
+            for n, a in zip(self.input_names, inputs, strict=True)
+        }
         try:
             return self.session.run(None, feeds)[0]
         except Exception as exc:  # onnxruntime raises its own untyped errors

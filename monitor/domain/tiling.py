@@ -66,9 +66,7 @@ def plan_tiles(
     ]
 
 
-def _axis_weight(
-    length: int, start: int, total: int, margin: int, ramp: int
-) -> np.ndarray:
+def _axis_weight(length: int, start: int, total: int, margin: int, ramp: int) -> np.ndarray:
     pos = np.arange(length, dtype=np.float32)
     w = np.ones(length, dtype=np.float32)
     if start > 0:  # inner edge at the tile's start

@@ -69,7 +69,9 @@ def test_onnxruntime_vs_torch_eager(arch: str, tmp_path: Path) -> None:
     }  # fmt: skip
     print(f"\n{'engine':<14} {'Mpx/s':>8}   ({arch}, {BATCH}x{TILE}x{TILE}, {THREADS} thread)")
     print(f"{'torch eager':<14} {result['torch_eager_mpx_s']:>8.3f}")
-    print(f"{'onnxruntime':<14} {result['onnxruntime_mpx_s']:>8.3f}   ratio {result['ratio_ort_over_torch']:.2f}")
+    print(
+        f"{'onnxruntime':<14} {result['onnxruntime_mpx_s']:>8.3f}   ratio {result['ratio_ort_over_torch']:.2f}"
+    )
     out = ROOT / "var" / "benchmarks" / f"onnx_vs_torch_{arch}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

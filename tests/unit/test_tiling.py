@@ -35,7 +35,9 @@ def _box_mean(tiles: list[np.ndarray], radius: int = 5) -> np.ndarray:
     out = np.zeros_like(x)
     for dy in range(-radius, radius + 1):
         for dx in range(-radius, radius + 1):
-            out += padded[:, radius + dy : radius + dy + x.shape[1], radius + dx : radius + dx + x.shape[2]]
+            out += padded[
+                :, radius + dy : radius + dy + x.shape[1], radius + dx : radius + dx + x.shape[2]
+            ]
     return out[:, None]
 
 
