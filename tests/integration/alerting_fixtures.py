@@ -3,8 +3,10 @@ PostgreSQL, ChangeEvents with real polygons, and a real local webhook receiver."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -132,3 +134,30 @@ def start_receiver(secret: str) -> WebhookReceiver:
     receiver.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=receiver.server.serve_forever, daemon=True).start()
     return receiver
+
+
+@contextlib.contextmanager
+def serve(app: object) -> Iterator[str]:
+    """Run ``app`` with uvicorn on a free local port in a thread; yields its base URL."""
+    import socket
+
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",  # type: ignore[arg-type]
+                            lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"uvicorn did not start on port {port}")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
