@@ -685,7 +685,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     db.init_schema()
     state_store = None
     try:
-        from monitor.adapters.state_store import StateStore  # type: ignore[import-not-found]
+        from monitor.adapters.state_store import StateStore
 
         state_store = StateStore(settings.state.url)
     except ImportError:

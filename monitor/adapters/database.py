@@ -24,7 +24,7 @@ from sqlalchemy import Column, Index, UniqueConstraint, event
 from sqlalchemy import Text as SAText
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
-from sqlmodel import Field, Session, SQLModel, create_engine, func, select
+from sqlmodel import Field, Session, SQLModel, col, create_engine, func, select
 
 from monitor.errors import DatabaseError
 
@@ -500,9 +500,9 @@ class Database:
             q = select(Delivery).where(Delivery.status == "pending",
                                        Delivery.next_attempt_at <= _utc(now))
             if channel_prefix:
-                q = q.where(Delivery.subscription_id.startswith(channel_prefix))  # type: ignore[attr-defined]
+                q = q.where(col(Delivery.subscription_id).startswith(channel_prefix))
             if exclude_prefix:
-                q = q.where(~Delivery.subscription_id.startswith(exclude_prefix))  # type: ignore[attr-defined]
+                q = q.where(~col(Delivery.subscription_id).startswith(exclude_prefix))
             return list(s.exec(q.order_by(Delivery.id).limit(limit)))  # type: ignore[arg-type]
         return self._run(op)
 
@@ -513,9 +513,9 @@ class Database:
         from sqlalchemy import update
 
         def op(s: Session) -> bool:
-            result = s.exec(update(Delivery).where(  # type: ignore[call-overload]
-                Delivery.id == delivery_id, Delivery.status == "pending",
-                Delivery.next_attempt_at == _utc(seen_next_attempt_at),
+            result = s.exec(update(Delivery).where(
+                col(Delivery.id) == delivery_id, col(Delivery.status) == "pending",
+                col(Delivery.next_attempt_at) == _utc(seen_next_attempt_at),
             ).values(next_attempt_at=_utc(lease_until)))
             return bool(result.rowcount == 1)
         return self._run(op)

@@ -128,7 +128,7 @@ def extract_regions(status: np.ndarray, grid: CityGrid, *, first_day: np.ndarray
         regions.append((int(anchors[k]), ChangeRegion(
             region_id=deterministic_id("region", city_id, model_version, row, col)[:20],
             geometry=dict(mapping(geom)),
-            status=_RANK_NAMES[int(status_rank[k])],
+            status=_RANK_NAMES[int(status_rank[k])],  # type: ignore[arg-type]
             n_pixels=int(counts[k]),
             area_m2=float(counts[k] * pixel_area),
             first_detected=first_detected,
