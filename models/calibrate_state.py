@@ -89,7 +89,7 @@ def load_predictors() -> tuple[dict[str, Predictor], dict[str, str]]:
 
 
 def read_archive(
-    root: Path,
+    root: Path, progress: bool = True,
 ) -> tuple[CityGrid, list[Scene], np.ndarray, np.ndarray, dict[str, Any]]:
     """Every scene of a synthetic archive on its grid (in time order) and its truth."""
     from monitor.synthetic.archive import load_archive
@@ -98,7 +98,7 @@ def read_archive(
     reader = RasterioSceneReader()
     scenes: list[Scene] = []
     items = archive.items()
-    for item in tqdm(items, desc="read archive", unit="scene"):
+    for item in tqdm(items, desc="read archive", unit="scene", disable=not progress):
         s2 = item["collection"].startswith("sentinel-2")
         scene = scene_from_item(
             item,
@@ -260,10 +260,23 @@ def check_opera(params: StateParams, predictors: dict[str, Predictor]) -> dict[s
     return totals
 
 
-def calibrate(archive: Path, out: Path, grid_search: bool = True) -> dict[str, Any]:
+SEARCH = {"s1_weight": (0.0, 0.25, 0.5, 1.0), "h_confirm": (5.0, 7.0, 9.0),
+          "min_confirm_days": (0, 60, 120)}
+
+
+def with_thresholds(params: StateParams, s1_weight: float, h_confirm: float,
+                    min_confirm_days: int) -> StateParams:
+    return replace(params, s1_weight=s1_weight, h_confirm=h_confirm,
+                   h_provisional=min(params.h_provisional, h_confirm),
+                   evidence_cap=max(params.evidence_cap, h_confirm + 3),
+                   min_confirm_days=min_confirm_days)
+
+
+def calibrate(archive: Path, out: Path, grid_search: bool = True,
+              progress: bool = True) -> dict[str, Any]:
     t0 = time.perf_counter()
     predictors, sources = load_predictors()
-    grid, scenes, change_date, site_labels, manifest = read_archive(archive)
+    grid, scenes, change_date, site_labels, manifest = read_archive(archive, progress)
     params0 = StateParams()
     start = date.fromisoformat(manifest["params"]["start"])
     end = date.fromisoformat(manifest["params"]["end"])
@@ -371,9 +384,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "var" / "calibration")
     parser.add_argument("--no-search", action="store_true", help="only fit the LLR mapping")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    report = calibrate(args.archive, args.out, grid_search=not args.no_search)
+    report = calibrate(args.archive, args.out, grid_search=not args.no_search,
+                       progress=not args.quiet)
     best = report["best"]
     print(
         json.dumps(

@@ -118,6 +118,9 @@ class StateParams:
     # Anomalous observations in the current run: promote to provisional / needed to confirm.
     n_provisional: int = 2
     n_confirm: int = 3
+    # ... and the run must have lasted this long (days since it left zero): seasonal
+    # excursions (harvests, floods) are shorter than a construction site is bare.
+    min_confirm_days: int = 0
     # A first/provisional alert must confirm within this many days or it is retracted.
     window_days: int = 180
     # A confirmed pixel is retracted only after its evidence has drained to zero and at
@@ -139,6 +142,8 @@ class StateParams:
             problems.append(("h_first", "need 0 < h_first <= h_provisional <= h_confirm <= evidence_cap"))
         if self.evidence_cap > 65535 / EVIDENCE_SCALE:
             problems.append(("evidence_cap", f"must be <= {65535 / EVIDENCE_SCALE:.2f}"))
+        if self.min_confirm_days < 0 or self.min_confirm_days > self.window_days:
+            problems.append(("min_confirm_days", "must be 0..window_days"))
         if not 1 <= self.window_days <= 254:
             problems.append(("window_days", "must be 1..254 (confirmation lag is stored in a byte)"))
         if not 1 <= self.n_provisional <= 63 or not 1 <= self.n_confirm <= 63:
@@ -559,7 +564,8 @@ class CityState:
             obs.modality == "s1", day, RUN_S2_BIT if obs.modality == "s2" else RUN_S1_BIT,
             k_ref, alpha_ref, p.s1_current_alpha, scale, vmax,
             p.h_first, p.h_provisional, p.h_confirm, p.evidence_cap,
-            p.n_provisional, p.n_confirm, p.window_days, p.unconfirm_after_days, transitions)
+            p.n_provisional, p.n_confirm, p.min_confirm_days, p.window_days,
+            p.unconfirm_after_days, transitions)
         self.applied[obs.scene_id] = (stream, day)
         self.last_day[stream] = max(last, day)
         self._prune_applied()
@@ -577,7 +583,7 @@ class CityState:
 def _apply_kernel(values, valid, p_change, has_p, lut, status, run, evidence, first_day,
                   change_day, confirm_lag, count, ref, cur, has_cur, day, modality_bit,
                   k_ref, alpha_ref, alpha_cur, scale, vmax, h_first, h_prov, h_conf, cap,
-                  n_prov, n_conf, window, unconfirm_after, transitions):  # pragma: no cover
+                  n_prov, n_conf, min_days, window, unconfirm_after, transitions):  # pragma: no cover
     n_pix = status.size
     n_band = values.shape[0]
     lut_n = lut.size
@@ -631,7 +637,8 @@ def _apply_kernel(values, valid, p_change, has_p, lut, status, run, evidence, fi
                     s = 2
                 if s == 1 or s == 2:
                     lag = day - np.int64(first_day[i])
-                    if new >= h_conf and c >= n_conf and lag <= window:
+                    lasted = day - np.int64(change_day[i])
+                    if new >= h_conf and c >= n_conf and lag <= window and lasted >= min_days:
                         s = 3
                         confirm_lag[i] = max(lag, 0) + 1
                     elif new_q == 0:

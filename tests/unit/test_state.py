@@ -356,3 +356,13 @@ def test_metadata_and_arrays_round_trip() -> None:
     assert again.to_metadata() == state.to_metadata()
     assert again.summary() == state.summary()
     assert again.apply(s2(2, 0.9)).outcome == "duplicate"
+
+
+def test_confirmation_waits_for_the_minimum_run_duration() -> None:
+    params = StateParams(**{**PARAMS.to_dict(), "min_confirm_days": 12})
+    state = ready_state(params)
+    for i in (2, 3, 4):  # days 10, 15, 20: strong and persistent, but only 10 days long
+        state.apply(s2(i, 0.9))
+    assert (state.status == Status.PROVISIONAL).all()
+    assert state.apply(s2(5, 0.9)).transitions == {"provisional->confirmed": H * W}
+    assert (state.change_day == date_to_day(s2(2).acquired)).all()
