@@ -8,6 +8,7 @@ import signal
 import threading
 from collections.abc import Callable
 
+from monitor.pipeline.runtime import Runtime
 from monitor.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -26,11 +27,31 @@ def install_stop_handlers(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def _role_runner(role: str) -> Callable[..., object]:
+def run_api(runtime: Runtime, stop: threading.Event) -> None:
+    """The API (uvicorn) until ``stop`` is set."""
+    import uvicorn
+
+    from monitor.adapters.state_store import StateStore
+    from services.api import create_app
+
+    settings = runtime.settings
+    app = create_app(settings, runtime.db, StateStore(settings.state.url))
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.api.host, port=settings.api.port,
+                                           log_level=settings.logging.level.lower()))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # ours stop it
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    stop.wait()
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _role_runner(role: str) -> Callable[[Runtime, threading.Event], object]:
     if role == "scheduler":
         from services.scheduler import run_scheduler
 
-        return run_scheduler
+        return lambda rt, stop: run_scheduler(rt.settings, rt.bus, rt.db, stop,
+                                              install_signals=False)
     if role == "inference":
         from services.inference import run_inference
 
@@ -38,9 +59,7 @@ def _role_runner(role: str) -> Callable[..., object]:
     if role == "alerting":
         from services.alerting import run_alerting
 
-        return run_alerting
-    from services.api import run_api
-
+        return lambda rt, stop: run_alerting(rt.settings, rt.bus, rt.db, stop)
     return run_api
 
 

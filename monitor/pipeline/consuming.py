@@ -25,6 +25,7 @@ from monitor.errors import (
     DatabaseError,
     EventError,
     ItemError,
+    ObservationError,
     SceneReadError,
     StateError,
     UrbanMonitorError,
@@ -33,7 +34,8 @@ from monitor.ports import Bus, Consumer, Message
 
 log = logging.getLogger(__name__)
 
-PERMANENT_ERRORS: tuple[type[Exception], ...] = (EventError, SceneReadError, ItemError)
+PERMANENT_ERRORS: tuple[type[Exception], ...] = (EventError, SceneReadError, ItemError,
+                                                  ObservationError)
 INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (DatabaseError, StateError, BusError)
 
 Handler = Callable[[CloudEvent, Message], None]

@@ -1,0 +1,267 @@
+"""`urban-monitor demo`: the whole pipeline on a synthetic city, replayed on a simulated clock.
+
+generate (cached) -> serve it with a real STAC API (rustac) -> embedded runtime (in-process
+bus, SQLite, local state) -> the scheduler polls as if live while a simulated clock walks
+through the archive -> inference workers and alerting drain the bus after every poll ->
+summary (scenes, alerts, scores against the truth, time per stage) + HTML report.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from monitor.domain.city import City
+from monitor.settings import CitySettings, Settings
+
+log = logging.getLogger(__name__)
+
+DEMO_CITY_ID = "demo-city"
+EPOCH_OFFSET_DAYS = (date(2014, 1, 1) - date(1970, 1, 1)).days  # state days -> epoch days
+
+
+@dataclass
+class DemoOptions:
+    archive_dir: Path
+    report_path: Path
+    seed: int = 7
+    size_km: float = 5.0
+    start: date = date(2019, 1, 1)
+    end: date = date(2021, 12, 31)
+    poll_every_days: float = 2.0
+    fresh: bool = True
+    progress: bool = True
+
+
+@dataclass
+class DemoResult:
+    scenes: dict[str, int] = field(default_factory=dict)
+    alerts: dict[str, int] = field(default_factory=dict)
+    score: dict[str, Any] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    polls: int = 0
+    seconds: float = 0.0
+    report: Path | None = None
+    dead_letters: int = 0
+
+
+def options_from_settings(settings: Settings, **overrides: Any) -> DemoOptions:
+    demo = dict(settings.demo)
+    opts = DemoOptions(
+        archive_dir=Path(demo.get("archive", "var/demo/archive")),
+        report_path=Path(demo.get("report", "var/demo/report.html")),
+        seed=int(demo.get("seed", 7)), size_km=float(demo.get("size_km", 5.0)),
+        start=_as_date(demo.get("start", "2019-01-01")), end=_as_date(demo.get("end", "2021-12-31")),
+        poll_every_days=float(demo.get("poll_every_days", 2.0)))
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(opts, key, value)
+    return opts
+
+
+def _as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def _demo_settings(settings: Settings, stac_url: str, aoi_geojson: dict[str, Any]) -> Settings:
+    """The demo's settings with the served archive's URL and the synthetic city."""
+    data = settings.model_dump()
+    data["providers"]["synthetic"]["url"] = stac_url
+    city = settings.cities[0] if settings.cities else None
+    data["cities"] = [CitySettings(
+        id=DEMO_CITY_ID, name=city.name if city else "Demo City (synthetic)",
+        country=city.country if city else "", geometry=aoi_geojson,
+        population=city.population if city else {},
+        built_up_km2=getattr(city, "built_up_km2", {}) if city else {},
+    ).model_dump()]
+    for source in data["sources"]:
+        source["provider"] = "synthetic"
+    return Settings(**data)
+
+
+def _reset_outputs(settings: Settings) -> None:
+    db_url = settings.database.url
+    if db_url.startswith("sqlite:///"):
+        path = Path(db_url.removeprefix("sqlite:///"))
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+    state_dir = Path(settings.state.url)
+    if "://" not in settings.state.url and state_dir.exists():
+        shutil.rmtree(state_dir)
+
+
+def _drain(loop: Any, limit_s: float = 600.0) -> int:
+    """Process everything waiting on the embedded bus for ``loop``'s consumer."""
+    done = 0
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        n = loop.run_once(timeout_s=0.0, max_records=100)
+        done += n
+        if n == 0:
+            return done
+    return done
+
+
+def builtup_estimate_m2(state: Any) -> float | None:
+    """Built-up area at the reference date from the S2 reference (index rule, an estimate):
+    NDVI < 0.25, NDBI > -0.05 (SWIR1 brighter than NIR) and not water (MNDWI < 0)."""
+    ref = state.reference_for("s2")
+    if ref is None:
+        return None
+    values, valid = ref
+    blue, green, red, nir, swir16, _ = (values[i] for i in range(6))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ndvi = (nir - red) / (nir + red)
+        ndbi = (swir16 - nir) / (swir16 + nir)
+        mndwi = (green - swir16) / (green + swir16)
+    built = valid & (ndvi < 0.25) & (ndbi > -0.05) & (mndwi < 0)
+    return float(built.sum()) * state.grid.pixel_size ** 2
+
+
+def run_demo(settings: Settings, opts: DemoOptions) -> DemoResult:
+    from tqdm import tqdm
+
+    from monitor.adapters.bus_embedded import EmbeddedBus
+    from monitor.adapters.stac_server import StacServer
+    from monitor.adapters.state_store import StateStore
+    from monitor.domain.events import CHANGE_TYPE
+    from monitor.domain.scoring import ChangePrediction, score_change
+    from monitor.pipeline.alerting import AlertingHandler
+    from monitor.pipeline.consuming import EventLoop
+    from monitor.pipeline.discovery import DiscoveryCycle
+    from monitor.pipeline.outbox import dispatch_due
+    from monitor.pipeline.runtime import build_runtime
+    from monitor.synthetic.archive import generate_archive
+    from monitor.synthetic.params import ArchiveParams
+    from services.inference import build_loop, build_worker
+
+    started = time.perf_counter()
+    result = DemoResult()
+    params = ArchiveParams(seed=opts.seed, size_km=opts.size_km, start=opts.start, end=opts.end)
+    log.info("demo: generating (or reusing) the synthetic archive in %s", opts.archive_dir)
+    t = time.perf_counter()
+    archive = generate_archive(opts.archive_dir, params, progress=opts.progress)
+    result.stage_seconds["generate"] = round(time.perf_counter() - t, 2)
+
+    with StacServer(archive.collection_paths, archive.item_collection_paths) as server:
+        settings = _demo_settings(settings, server.url, dict(archive.aoi.__geo_interface__))
+        if opts.fresh:
+            _reset_outputs(settings)
+        runtime = build_runtime(settings, bus=EmbeddedBus(settings.bus.partitions))
+        # The city's grid is the archive's grid (same CRS, origin, size).
+        cfg = settings.cities[0]
+        runtime.cities = {DEMO_CITY_ID: City(DEMO_CITY_ID, cfg.name, archive.aoi, archive.grid,
+                                             population=cfg.population)}
+        worker = build_worker(runtime)
+        inference = build_loop(runtime, worker, client_id="demo-inference")
+        alerting_handler = AlertingHandler(runtime.db, runtime.bus,
+                                           settings=settings.alerting,
+                                           alerts_topic=settings.bus.alerts_topic)
+        alerting = EventLoop(
+            runtime.bus,
+            runtime.bus.consumer([settings.bus.changes_topic], settings.bus.alerting_group,
+                                 client_id="demo-alerting"),
+            alerting_handler, expected_type=CHANGE_TYPE,
+            dead_letter_topic=settings.bus.dead_letter_topic, group=settings.bus.alerting_group)
+        cycle = DiscoveryCycle(settings, runtime.bus, runtime.db, max_workers=1)
+
+        now = datetime.combine(opts.start, datetime.min.time(), tzinfo=UTC)
+        end = datetime.combine(opts.end, datetime.min.time(), tzinfo=UTC) + timedelta(days=1)
+        step = timedelta(days=opts.poll_every_days)
+        total_steps = int((end - now) / step) + 1
+        t_discover = t_alert = 0.0
+        bar = tqdm(total=total_steps, desc="replay", unit="poll", disable=not opts.progress)
+        while now <= end:
+            t = time.perf_counter()
+            cycle.poll_once(now)
+            t_discover += time.perf_counter() - t
+            _drain(inference)
+            t = time.perf_counter()
+            _drain(alerting)
+            dispatch_due(runtime.db, now=now, settings=settings.alerting)
+            t_alert += time.perf_counter() - t
+            result.polls += 1
+            counts = runtime.db.scene_counts(DEMO_CITY_ID)
+            bar.set_postfix(date=f"{now:%Y-%m-%d}", scenes=counts.get("processed", 0),
+                            alerts=runtime.db.count_alerts(city_id=DEMO_CITY_ID))
+            bar.update(1)
+            now += step
+        bar.close()
+
+        result.scenes = runtime.db.scene_counts(DEMO_CITY_ID)
+        alerts = runtime.db.alerts(city_id=DEMO_CITY_ID, limit=None)
+        for alert in alerts:
+            result.alerts[alert.status] = result.alerts.get(alert.status, 0) + 1
+        result.dead_letters = inference.stats.dead_lettered + alerting.stats.dead_lettered
+        result.stage_seconds.update({
+            "discover": round(t_discover, 2),
+            **{k: v for k, v in worker.times.as_dict().items() if k != "scenes"},
+            "alerting": round(t_alert, 2),
+        })
+
+        store = StateStore(settings.state.url)
+        state = store.load(DEMO_CITY_ID)
+        if state is not None:
+            result.score = _score(state, archive)
+            result.report = _write_report(settings, runtime, state, alerts, archive, result, opts)
+        runtime.close()
+    result.seconds = round(time.perf_counter() - started, 1)
+    return result
+
+
+def _score(state: Any, archive: Any) -> dict[str, Any]:
+    from monitor.domain.scoring import ChangePrediction, score_change
+
+    def epoch(days: np.ndarray) -> np.ndarray:
+        d = days.astype(np.int32)
+        return np.where(d > 0, d + EPOCH_OFFSET_DAYS, 0).astype(np.int32)
+
+    prediction = ChangePrediction(confirmed=state.status == 3, change_date=epoch(state.change_day),
+                                  confirmation_date=epoch(state.confirm_day))
+    score = score_change(archive.change_truth(), prediction, state.grid.pixel_size ** 2,
+                         archive.period_days())
+    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in score.__dict__.items()}
+
+
+def _write_report(settings: Settings, runtime: Any, state: Any, alerts: list[Any], archive: Any,
+                  result: DemoResult, opts: DemoOptions) -> Path:
+    from monitor.reporting.maps import map_bounds, map_info, render_change_png, render_rgb_png
+    from monitor.reporting.report import write_report
+    from services.api import CityInfo, city_stats
+    from services.api_ogc import alert_feature
+
+    cfg = settings.cities[0]
+    baseline = builtup_estimate_m2(state)
+    built = dict(getattr(cfg, "built_up_km2", {}) or {})
+    if not built and baseline is not None:
+        built = {opts.start.year: baseline / 1e6}
+    info = CityInfo(id=DEMO_CITY_ID, name=cfg.name, country=cfg.country,
+                    aoi=dict(archive.aoi.__geo_interface__), population=cfg.population,
+                    built_up_km2=built)
+    stats = city_stats(info, alerts, None, None)
+    features = [alert_feature(a, "") for a in alerts]
+    summary = {
+        "Scenes": ", ".join(f"{k}: {v}" for k, v in sorted(result.scenes.items())),
+        "Alerts": ", ".join(f"{k}: {v}" for k, v in sorted(result.alerts.items())) or "none",
+        "Polls (simulated clock)": result.polls,
+        **{f"Score: {k}": v for k, v in result.score.items()},
+        **{f"Seconds: {k}": v for k, v in result.stage_seconds.items()},
+        "Model versions": ", ".join(sorted({a.model_version for a in alerts})) or "-",
+        "Baseline built-up (S2 reference index rule, km2)": round((baseline or 0) / 1e6, 3),
+    }
+    city = {
+        "id": DEMO_CITY_ID, "name": cfg.name, "bounds": map_bounds(state.grid),
+        "rgb_png": render_rgb_png(state), "change_png": render_change_png(state),
+        "alerts": {"type": "FeatureCollection", "features": features}, "stats": stats,
+        "change_legend": map_info(state).get("change_legend"),
+        "geometry": dict(archive.aoi.__geo_interface__),
+    }
+    return write_report(opts.report_path, title="Urban Monitor demo — synthetic city",
+                        cities=[city], summary=summary)

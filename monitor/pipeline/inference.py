@@ -1,0 +1,209 @@
+"""The inference step: SceneEvent -> city grid -> masks -> model -> state -> ChangeEvent.
+
+Exactly-once in effect, with at-least-once delivery:
+1. the state remembers which scene events it has applied; a redelivered scene is not
+   applied again, but its ChangeEvent is published again (same deterministic id, so
+   consumers drop the copy) — this covers a crash after persist and before publish;
+2. the state is persisted atomically (new version, then pointer) before the ChangeEvent
+   is published and before the offset is committed;
+3. the offset is committed by the consume loop only after this handler returns.
+A crash anywhere therefore either redoes the scene from the previous state version or
+finds it applied: the final state and the set of change events are the same.
+
+Outcomes other than "processed" are recorded in the scene registry with a reason:
+``skipped`` (misses the city, no clear pixel, late beyond the state's window) and
+``dead_lettered`` (unreadable asset, unexpected CRS), via the consume loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from monitor.domain.city import City
+from monitor.domain.events import (
+    SCENE_TYPE,
+    ChangeData,
+    CloudEvent,
+    SceneData,
+    change_event,
+)
+from monitor.domain.normalisation import s1_from_linear
+from monitor.domain.state import CityState, Observation, StateParams
+from monitor.errors import SceneReadError
+from monitor.ports import Bus, Message
+
+log = logging.getLogger(__name__)
+
+STATUS_NAMES = ("none", "first", "provisional", "confirmed", "retracted")
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage, summed over scenes (for the demo summary and benchmarks)."""
+
+    read: float = 0.0
+    mask: float = 0.0
+    infer: float = 0.0
+    update: float = 0.0
+    persist: float = 0.0
+    publish: float = 0.0
+    scenes: int = 0
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in self.__dict__.items()}
+
+
+@dataclass
+class InferenceOutcome:
+    scene_event_id: str
+    status: str  # processed | duplicate | skipped
+    reason: str | None = None
+    change: CloudEvent | None = None
+
+
+@dataclass
+class InferenceWorker:
+    """Handles SceneEvents for the cities it is given. One instance per worker process."""
+
+    bus: Bus
+    db: object  # monitor.adapters.database.Database (duck-typed: mark_scene)
+    store: object  # monitor.adapters.state_store.StateStore
+    reader: object  # monitor.adapters.raster.RasterioSceneReader
+    s2_model: object  # monitor.adapters.onnx_model.OnnxChangeModel
+    s1_model: object | None
+    cities: dict[str, City]
+    changes_topic: str
+    region_extractor: Callable[..., list] | None = None
+    state_params: StateParams = field(default_factory=StateParams)
+    min_valid_fraction: float = 0.005
+    min_region_pixels: int = 10
+    times: StageTimes = field(default_factory=StageTimes)
+    _cache: dict[str, tuple[int, CityState]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- state cache -------------------------------------------------------------------
+    def _load_state(self, city: City) -> CityState:
+        """The latest persisted state (cached; reloaded when another worker moved it on)."""
+        latest = self.store.latest_version(city.id)  # type: ignore[attr-defined]
+        cached = self._cache.get(city.id)
+        if cached and cached[0] == latest:
+            return cached[1]
+        state = self.store.load(city.id) if latest else None  # type: ignore[attr-defined]
+        if state is None:
+            state = CityState.create(city.grid, self.state_params)
+        self._cache[city.id] = (latest or 0, state)
+        return state
+
+    def model_version(self, modality: str) -> str:
+        model = self.s2_model if modality == "s2" else (self.s1_model or self.s2_model)
+        return model.info.id  # type: ignore[attr-defined]
+
+    # -- the handler -------------------------------------------------------------------
+    def handle(self, event: CloudEvent, message: Message | None = None) -> InferenceOutcome:
+        scene = event.data
+        assert isinstance(scene, SceneData)
+        city = self.cities.get(scene.city_id)
+        if city is None:
+            raise SceneReadError(scene.item_id, f"names city '{scene.city_id}' which this worker "
+                                 "does not know", "add the city to the cities file of every worker")
+        with self._lock:  # one scene at a time per worker: the state is not shared
+            return self._handle(event, scene, city)
+
+    def _handle(self, event: CloudEvent, scene: SceneData, city: City) -> InferenceOutcome:
+        self.db.mark_scene(event.id, "processing")  # type: ignore[attr-defined]
+        state = self._load_state(city)
+        if state.has_applied(event.id):
+            log.info("scene %s already applied to %s: re-publishing its change event only",
+                     scene.item_id, city.id)
+            change = self._change_event(event, scene, city, state, valid_fraction=None)
+            self.bus.publish(self.changes_topic, city.id, change.to_json())
+            self.db.mark_scene(event.id, "processed", "duplicate delivery; already applied")  # type: ignore[attr-defined]
+            return InferenceOutcome(event.id, "duplicate", change=change)
+
+        t0 = time.perf_counter()
+        raster = self.reader.read(scene, city.grid)  # type: ignore[attr-defined]
+        t1 = time.perf_counter()
+        valid = raster.valid
+        if scene.modality == "s1":
+            values = s1_from_linear(raster.values[:1])  # the model's unit: scaled dB, VV
+            orbit = f"{scene.orbit_state or 'unknown'}-{scene.relative_orbit or 0}"
+        else:
+            values = raster.values
+            orbit = None
+        valid_fraction = float(valid.mean())
+        t2 = time.perf_counter()
+        self.times.read += t1 - t0
+        self.times.mask += t2 - t1
+        if valid_fraction < self.min_valid_fraction:
+            reason = ("scene does not cover the city" if not np.isfinite(raster.values).any()
+                      else f"only {valid_fraction:.1%} of the city is clear")
+            self.db.mark_scene(event.id, "skipped", reason)  # type: ignore[attr-defined]
+            return InferenceOutcome(event.id, "skipped", reason)
+
+        observation = Observation(scene_id=event.id, modality=scene.modality, orbit=orbit,
+                                  acquired=scene.acquired.date(), values=values, valid=valid,
+                                  p_change=None)
+        model_inputs = state.model_inputs(observation)
+        p_change = None
+        if model_inputs is not None:
+            reference, current, model_valid = model_inputs
+            model = self.s2_model if scene.modality == "s2" else self.s1_model
+            if model is not None:
+                p_change = model.predict(reference, current, model_valid)  # type: ignore[attr-defined]
+                p_change = np.where(model_valid, p_change, np.nan).astype(np.float32)
+        t3 = time.perf_counter()
+        observation = Observation(scene_id=event.id, modality=scene.modality, orbit=orbit,
+                                  acquired=scene.acquired.date(), values=values, valid=valid,
+                                  p_change=p_change)
+        # Work on a copy: if persisting fails, the cached state must not already hold the
+        # scene (a retry would then take it for a duplicate and never persist it).
+        state = state.copy()
+        result = state.apply(observation)
+        t4 = time.perf_counter()
+        if result.outcome in ("late", "skipped"):
+            self.db.mark_scene(event.id, "skipped", result.reason)  # type: ignore[attr-defined]
+            return InferenceOutcome(event.id, "skipped", result.reason)
+        version = self.store.save(city.id, state)  # type: ignore[attr-defined]
+        self._cache[city.id] = (version, state)
+        t5 = time.perf_counter()
+        change = self._change_event(event, scene, city, state, valid_fraction)
+        self.bus.publish(self.changes_topic, city.id, change.to_json())
+        t6 = time.perf_counter()
+        self.db.mark_scene(event.id, "processed")  # type: ignore[attr-defined]
+        self.times.infer += t3 - t2
+        self.times.update += t4 - t3
+        self.times.persist += t5 - t4
+        self.times.publish += t6 - t5
+        self.times.scenes += 1
+        return InferenceOutcome(event.id, "processed", change=change)
+
+    def _change_event(self, event: CloudEvent, scene: SceneData, city: City, state: CityState,
+                      valid_fraction: float | None) -> CloudEvent:
+        summary = state.summary()
+        regions = []
+        if self.region_extractor is not None:
+            regions = self.region_extractor(state, model_version=self.model_version(scene.modality),
+                                            city_id=city.id, min_pixels=self.min_region_pixels)
+        data = ChangeData(
+            city_id=city.id, scene_event_id=event.id, scene_ids=[scene.item_id],
+            modality=scene.modality, acquired=scene.acquired,
+            model_version=self.model_version(scene.modality),
+            state_version=int(state.version), valid_fraction=valid_fraction or 0.0,
+            pixels={name: int(summary.get(name, 0)) for name in STATUS_NAMES[1:]},
+            regions=regions)
+        return change_event(data)
+
+
+def make_scene_handler(worker: InferenceWorker) -> Callable[[CloudEvent, Message], None]:
+    def handler(event: CloudEvent, message: Message) -> None:
+        worker.handle(event, message)
+    return handler
+
+
+SCENE_EVENT_TYPE = SCENE_TYPE
