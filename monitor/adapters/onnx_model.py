@@ -104,7 +104,7 @@ class OnnxChangeModel:
         onnx_path: Path,
         card: dict[str, Any],
         threads: int = 1,
-        tile: int = 256,
+        tile: int = 512,
         overlap: int | None = None,
         batch_size: int = 4,
     ) -> None:
