@@ -304,21 +304,20 @@ def group_cities(cities: Sequence[CityArea], *, max_per_group: int = 50,
                  cell_degrees: float = 10.0) -> list[list[CityArea]]:
     """Batch nearby cities so one search (their union) serves many cities.
 
-    Cities are bucketed by a coarse lon/lat cell of their centroid (so a batch never spans
-    the globe and returns far-away items), then each bucket is cut into groups of at most
-    ``max_per_group`` (a bounded request size).
+    Cities are ordered along a serpentine path over coarse lon/lat cells of their centroids
+    (so consecutive cities are near each other and a batch's union stays compact), then cut
+    into groups of at most ``max_per_group`` (a bounded request size). The search area is
+    the union of the members' envelopes, so a spread-out batch costs a larger request body,
+    never unrelated items.
     """
-    buckets: dict[tuple[int, int], list[CityArea]] = {}
-    for city in cities:
+    def order(city: CityArea) -> tuple[int, float, str]:
         c = city.aoi.centroid
-        cell = (int((c.x + 180.0) // cell_degrees), int((c.y + 90.0) // cell_degrees))
-        buckets.setdefault(cell, []).append(city)
-    groups: list[list[CityArea]] = []
-    for cell in sorted(buckets):
-        members = sorted(buckets[cell], key=lambda a: (a.aoi.centroid.x, a.id))
-        for i in range(0, len(members), max_per_group):
-            groups.append(members[i:i + max_per_group])
-    return groups
+        row = int((c.y + 90.0) // cell_degrees)
+        # Alternate direction per row: the path never jumps back across the map.
+        return row, c.x if row % 2 == 0 else -c.x, city.id
+
+    ordered = sorted(cities, key=order)
+    return [ordered[i:i + max_per_group] for i in range(0, len(ordered), max_per_group)]
 
 
 def search_area(cities: Iterable[CityArea]) -> dict[str, Any]:

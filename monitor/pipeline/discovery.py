@@ -79,9 +79,10 @@ class CycleReport:
     errors: dict[str, str] = field(default_factory=dict)
     published_ids: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    search_seconds: float = 0.0  # summed over threads: time spent waiting on the STAC API
 
     def add(self, other: CycleReport) -> None:
-        for name in ("searches", "items_seen", "published", "republished", "pending",
+        for name in ("searches", "search_seconds", "items_seen", "published", "republished", "pending",
                      "duplicates", "late", "filtered", "skipped"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors.update(other.errors)
@@ -271,10 +272,12 @@ class DiscoveryCycle:
         start = min(windows[c.id][0] for c in group)
         area = search_area(group) if len(group) > 1 else dict(mapping(group[0].aoi))
         report.searches += 1
+        search_started = time.perf_counter()
         try:
             items = catalog.search(source.collection, intersects=area, start=start, end=now,
                                    query=self._query(source, collection.modality))
         except CatalogError as exc:
+            report.search_seconds += time.perf_counter() - search_started
             log.error("discovery %s for %d city(ies) (%s%s) failed: %s", source.name,
                       len(group), ", ".join(c.id for c in group[:5]),
                       ", ..." if len(group) > 5 else "", exc)
@@ -282,6 +285,7 @@ class DiscoveryCycle:
                 report.errors[city.id] = str(exc)
                 self._set_watermark(city.id, source.name, None, now, str(exc))
             return report
+        report.search_seconds += time.perf_counter() - search_started
         report.items_seen += len(items)
 
         index = CityIndex(group)
