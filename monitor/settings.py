@@ -100,6 +100,15 @@ class StateSettings(_Strict):
     keep_versions: int = Field(default=3, ge=1)
 
 
+class ModelSettings(_Strict):
+    """Which change models the inference workers run (shipped name or .onnx path)."""
+
+    s2: str = "change_s2"
+    s1: str = "change_s1"
+    threads: int = Field(default=1, ge=1, description="onnxruntime intra-op threads per worker")
+    tile: int = Field(default=256, ge=64)
+
+
 class LoggingSettings(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -203,6 +212,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     state: StateSettings = StateSettings()
     logging: LoggingSettings = LoggingSettings()
+    models: ModelSettings = ModelSettings()
     alerting: AlertingSettings = AlertingSettings()
     api: ApiSettings = ApiSettings()
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)

@@ -28,8 +28,12 @@ def build_worker(runtime: Runtime) -> InferenceWorker:
     settings = runtime.settings
     return InferenceWorker(
         bus=runtime.bus, db=runtime.db, store=StateStore(settings.state.url),
-        reader=RasterioSceneReader(), s2_model=OnnxChangeModel.load("change_s2"),
-        s1_model=OnnxChangeModel.load("change_s1"), cities=runtime.cities,
+        reader=RasterioSceneReader(),
+        s2_model=OnnxChangeModel.load(settings.models.s2, threads=settings.models.threads,
+                                      tile=settings.models.tile),
+        s1_model=OnnxChangeModel.load(settings.models.s1, threads=settings.models.threads,
+                                      tile=settings.models.tile),
+        cities=runtime.cities,
         changes_topic=settings.bus.changes_topic, region_extractor=extract_regions_from_state)
 
 

@@ -150,7 +150,8 @@ def run_demo(settings: Settings, opts: DemoOptions) -> DemoResult:
     archive = generate_archive(opts.archive_dir, params, progress=opts.progress)
     result.stage_seconds["generate"] = round(time.perf_counter() - t, 2)
 
-    with StacServer(archive.collection_paths, archive.item_collection_paths) as server:
+    with StacServer(list(archive.collection_paths.values()),
+                    list(archive.item_collection_paths.values())) as server:
         settings = _demo_settings(settings, server.url, dict(archive.aoi.__geo_interface__))
         if opts.fresh:
             _reset_outputs(settings)
