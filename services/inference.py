@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 def build_worker(runtime: Runtime) -> InferenceWorker:
     from monitor.adapters.onnx_model import OnnxChangeModel
+    from monitor.adapters.signing import signer_for
     from monitor.adapters.raster import RasterioSceneReader
     from monitor.adapters.state_store import StateStore
 
@@ -34,6 +35,8 @@ def build_worker(runtime: Runtime) -> InferenceWorker:
         s1_model=OnnxChangeModel.load(settings.models.s1, threads=settings.models.threads,
                                       tile=settings.models.tile),
         cities=runtime.cities,
+        signers={name: signer for name, p in settings.providers.items()
+                 if (signer := signer_for(p.signing)) is not None},
         changes_topic=settings.bus.changes_topic, region_extractor=extract_regions_from_state)
 
 

@@ -80,6 +80,9 @@ class InferenceWorker:
     cities: dict[str, City]
     changes_topic: str
     region_extractor: Callable[..., list] | None = None
+    # provider name -> signer (e.g. Planetary Computer SAS tokens), applied right before
+    # the assets are opened: events carry unsigned hrefs because tokens expire.
+    signers: dict[str, object] = field(default_factory=dict)
     state_params: StateParams = field(default_factory=StateParams)
     min_valid_fraction: float = 0.005
     min_region_pixels: int = 10
@@ -127,7 +130,9 @@ class InferenceWorker:
             return InferenceOutcome(event.id, "duplicate", change=change)
 
         t0 = time.perf_counter()
-        raster = self.reader.read(scene, city.grid)  # type: ignore[attr-defined]
+        signer = self.signers.get(scene.provider)
+        to_read = signer.sign_scene(scene) if signer is not None else scene  # type: ignore[attr-defined]
+        raster = self.reader.read(to_read, city.grid)  # type: ignore[attr-defined]
         t1 = time.perf_counter()
         valid = raster.valid
         if scene.modality == "s1":

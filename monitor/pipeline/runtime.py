@@ -49,6 +49,21 @@ def build_runtime(settings: Settings, *, bus: Bus | None = None,
                        country=city.country, population=city.population)
     runtime = Runtime(settings=settings, bus=bus, db=db, cities=cities)
     bus.ensure_topics(runtime.topics(), settings.bus.partitions)
+    if settings.bus.kind == "embedded":
+        republish_unfinished(runtime)
     log.info("runtime ready: bus=%s database=%s cities=%s", settings.bus.kind, db.safe_url,
              ",".join(cities) or "-")
     return runtime
+
+
+def republish_unfinished(runtime: Runtime) -> int:
+    """Embedded mode: the in-process bus starts empty, so scenes that were published (or
+    being processed) when the last process stopped are published again from the registry.
+    Their deterministic ids make a second application harmless."""
+    pending = runtime.db.scenes(statuses=["published", "processing"])
+    for scene in pending:
+        runtime.bus.publish(runtime.settings.bus.scenes_topic, scene.city_id,
+                            scene.event_json.encode("utf-8"))
+    if pending:
+        log.info("re-published %d unfinished scene(s) from the registry", len(pending))
+    return len(pending)
