@@ -460,7 +460,7 @@
         const retracted = status === "retracted";
         const style = {
           color: retracted ? "#bdbdbd" : "#ffffff", weight: selected ? 4 : 1.5, opacity: 0.95,
-          fillColor: colour, fillOpacity: retracted ? 0.25 : 0.75, dashArray: retracted ? "4 4" : null,
+          fillColor: colour, fillOpacity: retracted ? 0.25 : 0.6, dashArray: retracted ? "4 4" : null,
           className: `alert-shape alert-${status}${selected ? " alert-selected" : ""}`,
         };
         // Path options (className included) must be given at creation, not via style().

@@ -123,16 +123,22 @@ def api_server(tmp_path: Path, demo_city: DemoCity) -> Iterator[ApiServer]:
             return state
 
         mount_dashboard(app, load_state)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError(f"the API did not start on port {port}")
-        time.sleep(0.05)
+    # A free port can be taken by another process between the probe and the bind: retry.
+    for _attempt in range(3):
+        port = _free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                               log_level="warning", timeout_graceful_shutdown=2))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if server.started:
+            break
+        server.should_exit = True
+        thread.join(timeout=5)
+    else:
+        raise RuntimeError("the API did not start on a free local port in 3 attempts")
     yield ApiServer(f"http://127.0.0.1:{port}", db, demo_city)
     server.should_exit = True
     thread.join(timeout=10)

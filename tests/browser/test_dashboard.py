@@ -15,6 +15,9 @@ READY = "body[data-state='ready']"
 def _open(page: Any, url: str) -> None:
     page.goto(url)
     page.wait_for_selector(READY, timeout=20_000)
+    # The overlays load on their own; screenshots and layer checks want them there.
+    page.wait_for_function("[...document.querySelectorAll('img.leaflet-image-layer')]"
+                           ".every((img) => img.complete)", timeout=20_000)
 
 
 def test_dashboard_shows_alerts_layers_and_chart(api_server: ApiServer, page: Any,
@@ -85,7 +88,8 @@ def test_new_alert_appears_live_without_reload(api_server: ApiServer, page: Any,
     assert page.errors == []
 
 
-def test_time_slider_shows_alerts_detected_up_to_a_date(api_server: ApiServer, page: Any) -> None:
+def test_time_slider_shows_alerts_detected_up_to_a_date(api_server: ApiServer, page: Any,
+                                                        artifacts: Path) -> None:
     _open(page, f"{api_server.url}/dashboard/")
     alerts = api_server.city.alerts
     earliest = min(a["first_detected"] for a in alerts)
@@ -101,6 +105,13 @@ def test_time_slider_shows_alerts_detected_up_to_a_date(api_server: ApiServer, p
     page.select_option("#colour-by", "date")
     assert "date of change" in page.locator("#status-legend").inner_text()
     assert page.locator("path.alert-shape").count() == expected
+    page.evaluate("""() => {
+        const s = document.getElementById('time-slider');
+        s.value = s.max;
+        s.dispatchEvent(new Event('input'));
+    }""")
+    assert page.locator("path.alert-shape").count() == len(alerts)
+    page.screenshot(path=str(artifacts / "dashboard-by-date.png"), full_page=True)
 
 
 def test_empty_city_says_so(api_server: ApiServer, page: Any, artifacts: Path) -> None:
