@@ -579,7 +579,8 @@ class CityState:
 # The update kernel: one pass over the pixels, each pixel's whole lifecycle step in
 # straight-line code (numba-compiled; a numpy version with masks was ~10 Mpx/s, dominated
 # by temporaries). Arrays are flat views of the state; it writes them in place.
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy",
+            fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
 def _apply_kernel(values, valid, p_change, has_p, lut, status, run, evidence, first_day,
                   change_day, confirm_lag, count, ref, cur, has_cur, day, modality_bit,
                   k_ref, alpha_ref, alpha_cur, scale, vmax, h_first, h_prov, h_conf, cap,
@@ -589,7 +590,15 @@ def _apply_kernel(values, valid, p_change, has_p, lut, status, run, evidence, fi
     lut_n = lut.size
     ev_scale = EVIDENCE_SCALE
     inv_ev_scale = 1.0 / EVIDENCE_SCALE
-    inv_scale = 1.0 / scale
+    inv_scale = np.float32(1.0 / scale)
+    f_scale = np.float32(scale)
+    f_vmax = np.float32(vmax)
+    f_alpha_ref = np.float32(alpha_ref)
+    f_alpha_cur = np.float32(alpha_cur)
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    half = np.float32(0.5)
+    xs = np.empty(n_band, dtype=np.float32)  # this pixel's values, clamped
     n_valid = 0
     n_evid = 0
     for i in range(n_pix):
@@ -605,8 +614,10 @@ def _apply_kernel(values, valid, p_change, has_p, lut, status, run, evidence, fi
         ok = valid[i]
         if ok:
             for b in range(n_band):
-                if not np.isfinite(values[b, i]):
+                v = values[b, i]
+                if not np.isfinite(v):
                     ok = False
+                xs[b] = min(max(v, zero), f_vmax)
         if ok:
             n_valid += 1
             cnt = count[i]
@@ -650,27 +661,28 @@ def _apply_kernel(values, valid, p_change, has_p, lut, status, run, evidence, fi
             # References: the first k_ref valid observations are averaged, then an EWMA
             # follows pixels where nothing is going on (no evidence, no open alert).
             if cnt < k_ref:
-                rate = 1.0 / (cnt + 1.0)
+                rate = one / (np.float32(cnt) + one)
             elif ev_q == 0 and (s == 0 or s == 4):
-                rate = alpha_ref
+                rate = f_alpha_ref
             else:
-                rate = 0.0
-            if rate > 0.0:
+                rate = zero
+            if rate > zero:
                 for b in range(n_band):
-                    x = min(max(values[b, i], 0.0), vmax)
-                    old = ref[b, i] * inv_scale
-                    ref[b, i] = np.uint16(np.int64((old + rate * (x - old)) * scale + 0.5))
+                    old = np.float32(ref[b, i]) * inv_scale
+                    ref[b, i] = np.uint16(np.int32((old + rate * (xs[b] - old)) * f_scale + half))
             if has_cur:
-                x = min(max(values[0, i], 0.0), vmax)
-                old = cur[i] * inv_scale
-                rate = 1.0 / (cnt + 1.0) if cnt < k_ref else alpha_cur
-                cur[i] = np.uint16(np.int64((old + rate * (x - old)) * scale + 0.5))
+                old = np.float32(cur[i]) * inv_scale
+                rate = one / (np.float32(cnt) + one) if cnt < k_ref else f_alpha_cur
+                cur[i] = np.uint16(np.int32((old + rate * (xs[0] - old)) * f_scale + half))
             if cnt < 255:
                 count[i] = cnt + 1
         evidence[i] = ev_q
         run[i] = r
-        status[i] = s
-        transitions[s_old, s] += 1
+        if s != s_old:
+            # only changes are counted: a counter bumped for every pixel would chain each
+            # iteration to the previous one through memory
+            status[i] = s
+            transitions[s_old, s] += 1
     return (n_valid, n_evid)
 
 
