@@ -61,6 +61,7 @@ CHANGE_RAMP: tuple[tuple[float, str], ...] = (
 DEFAULT_LOW_PERCENT = 2.0
 DEFAULT_HIGH_PERCENT = 98.0
 DEFAULT_GAMMA = 1.3
+_STRETCH_SAMPLE = 1_000_000
 
 
 def hex_to_rgb(colour: str) -> tuple[int, int, int]:
@@ -118,12 +119,22 @@ def composite_rgb(
     out = np.zeros((*shape, 4), dtype=np.uint8)
     if not ok.any():
         return out
-    values = stack[:, ok]
-    lo, hi = np.percentile(values, [low_percent, high_percent])
+    values = stack[:, ok].ravel()
+    # Percentiles of a regular subsample: the same stretch to a fraction of a percent, at a
+    # fraction of the cost on a city of millions of pixels.
+    if values.size > _STRETCH_SAMPLE:
+        values = values[:: values.size // _STRETCH_SAMPLE]
+    lo, hi = (float(v) for v in np.percentile(values, [low_percent, high_percent]))
     if hi - lo < 1e-6:  # a uniform scene: show it mid-grey rather than divide by zero
         hi = lo + 1e-6
-    scaled = np.clip((np.nan_to_num(stack) - lo) / (hi - lo), 0.0, 1.0) ** (1.0 / gamma)
-    rgb = np.round(scaled * 255.0).astype(np.uint8)
+    scaled = np.nan_to_num(stack)
+    scaled -= np.float32(lo)
+    scaled *= np.float32(1.0 / (hi - lo))
+    np.clip(scaled, 0.0, 1.0, out=scaled)
+    if gamma != 1.0:
+        np.power(scaled, np.float32(1.0 / gamma), out=scaled)
+    scaled *= np.float32(255.0)
+    rgb = np.rint(scaled).astype(np.uint8)
     out[..., :3] = np.moveaxis(rgb, 0, -1)
     out[..., 3] = np.where(ok, 255, 0).astype(np.uint8)
     out[~ok, :3] = 0
@@ -293,13 +304,40 @@ def warp_to_web_mercator(
     if max_size is not None and max(out_w, out_h) > max_size:
         scale = max_size / max(out_w, out_h)
         out_w, out_h = max(1, round(out_w * scale)), max(1, round(out_h * scale))
-    cx = mx0 + (np.arange(out_w) + 0.5) * (mx1 - mx0) / out_w
-    cy = my1 - (np.arange(out_h) + 0.5) * (my1 - my0) / out_h
-    gx, gy = np.meshgrid(cx, cy)
-    ux, uy = from_merc.transform(gx.ravel(), gy.ravel())
-    col = np.floor((np.asarray(ux) - left) / grid.pixel_size).astype(np.int64)
-    row = np.floor((top - np.asarray(uy)) / grid.pixel_size).astype(np.int64)
+    # Reproject a coarse lattice of pixel centres exactly and interpolate between its nodes:
+    # over a city the mapping is smooth (errors far below a millimetre at a 16 px step),
+    # and it spares millions of pyproj calls.
+    step = 16
+    ks = np.unique(np.append(np.arange(0, out_w, step), out_w - 1))
+    js = np.unique(np.append(np.arange(0, out_h, step), out_h - 1))
+    kx = mx0 + (ks + 0.5) * (mx1 - mx0) / out_w
+    ky = my1 - (js + 0.5) * (my1 - my0) / out_h
+    gx, gy = np.meshgrid(kx, ky)
+    ux_c, uy_c = (np.asarray(v).reshape(gx.shape) for v in from_merc.transform(gx, gy))
+    ux = _interpolate_lattice(ux_c, js, ks, out_h, out_w)
+    uy = _interpolate_lattice(uy_c, js, ks, out_h, out_w)
+    col = np.floor((ux.ravel() - left) / grid.pixel_size).astype(np.int64)
+    row = np.floor((top - uy.ravel()) / grid.pixel_size).astype(np.int64)
     inside = (col >= 0) & (col < grid.width) & (row >= 0) & (row < grid.height)
     out = np.zeros((out_h * out_w, *arr.shape[2:]), dtype=arr.dtype)
     out[inside] = arr[row[inside], col[inside]]
     return out.reshape((out_h, out_w, *arr.shape[2:])), web_mercator_bounds(grid)
+
+
+def _interpolate_lattice(values: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                         height: int, width: int) -> np.ndarray:
+    """Bilinear interpolation of values known at lattice (rows x cols) to every pixel."""
+    along_rows = np.empty((len(rows), width))
+    for i in range(len(rows)):
+        along_rows[i] = np.interp(np.arange(width), cols, values[i])
+    out = np.empty((height, width))
+    r = np.arange(height)
+    upper = np.clip(np.searchsorted(rows, r, side="right") - 1, 0, len(rows) - 2) \
+        if len(rows) > 1 else np.zeros(height, dtype=np.int64)
+    if len(rows) == 1:
+        out[:] = along_rows[0]
+        return out
+    r0, r1 = rows[upper], rows[upper + 1]
+    t = ((r - r0) / np.maximum(r1 - r0, 1))[:, None]
+    out[:] = along_rows[upper] * (1 - t) + along_rows[upper + 1] * t
+    return out

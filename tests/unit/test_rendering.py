@@ -264,3 +264,46 @@ def test_rgb_layer_from_the_s2_reference() -> None:
     top, bottom = image[: h // 3][opaque[: h // 3]], image[-h // 3:][opaque[-h // 3:]]
     assert top[:, 0].mean() > bottom[:, 0].mean() + 100  # the red half is north
     assert map_info(state)["has_rgb"] is True
+
+
+def test_rgb_layer_of_a_real_city_state_after_s2_scenes() -> None:
+    """The background comes from the state's own S2 reference, fed by applied scenes."""
+    from monitor.domain.state import CityState, Observation
+    from monitor.reporting.maps import render_rgb_png
+
+    grid = _grid()
+    state = CityState.create(grid)
+    h, w = grid.shape
+    values = np.full((6, h, w), 0.08, np.float32)
+    values[2, : h // 2] = 0.35  # B04 high: red north half
+    valid = np.ones((h, w), bool)
+    valid[:, : w // 4] = False  # never seen clear: transparent
+    for k in range(3):
+        state.apply(Observation(scene_id=f"s2-{k}", modality="s2", orbit=None,
+                                acquired=date(2021, 5, 1 + 10 * k), values=values, valid=valid))
+    png = render_rgb_png(state)
+    assert png is not None
+    image = decode_png(png)
+    opaque = image[..., 3] == 255
+    assert 0.6 < opaque.mean() < 0.8  # three quarters of the grid, minus the warp margins
+    top, bottom = image[: image.shape[0] // 3], image[-image.shape[0] // 3:]
+    assert top[..., 0][top[..., 3] == 255].mean() > bottom[..., 0][bottom[..., 3] == 255].mean() + 100
+
+
+def test_warp_lattice_matches_exact_reprojection() -> None:
+    """The interpolated lattice picks the same source pixel as exact per-pixel pyproj."""
+    grid = CityGrid.from_aoi(box(11.40, 48.05, 11.47, 48.10))
+    index = np.arange(grid.n_pixels, dtype=np.int64).reshape(grid.shape) + 1
+    warped, (west, south, east, north) = warp_to_web_mercator(index, grid)
+    oh, ow = warped.shape
+    merc = Transformer.from_crs(4326, 3857, always_xy=True)
+    (x0, y0), (x1, y1) = merc.transform(west, south), merc.transform(east, north)
+    gx, gy = np.meshgrid(x0 + (np.arange(ow) + 0.5) * (x1 - x0) / ow,
+                         y1 - (np.arange(oh) + 0.5) * (y1 - y0) / oh)
+    ux, uy = Transformer.from_crs(3857, grid.epsg, always_xy=True).transform(gx, gy)
+    col = np.floor((ux - grid.origin_x) / grid.pixel_size).astype(np.int64)
+    row = np.floor((grid.origin_y - uy) / grid.pixel_size).astype(np.int64)
+    inside = (col >= 0) & (col < grid.width) & (row >= 0) & (row < grid.height)
+    exact = np.where(inside, np.clip(row, 0, grid.height - 1) * grid.width
+                     + np.clip(col, 0, grid.width - 1) + 1, 0)
+    assert (warped == exact).mean() > 0.9999
