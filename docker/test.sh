@@ -34,6 +34,12 @@ if [[ -f docker/apt-deps.sh ]] && ! bash docker/apt-deps.sh; then
     say "WARNING: docker/apt-deps.sh failed; tests needing those system tools may skip"
 fi
 
+# Debian chromium for the browser tests (no browser download: the registries only).
+if ! bash docker/browser-deps.sh; then
+    say "ERROR: chromium could not be installed (docker/browser-deps.sh); the browser tests need it"
+    exit 1
+fi
+
 say "starting Kafka"
 if ! KAFKA_BOOTSTRAP="$(bash docker/kafka.sh start)"; then
     say "ERROR: Kafka did not start (see the messages above; log: var/services/kafka/logs/broker.log)"

@@ -294,6 +294,8 @@ def create_app(settings: Settings, db: Database, state_store: Any | None = None)
                  "title": "the collections"},
                 {"href": f"{b}/alerts/stream", "rel": "alternate", "type": "text/event-stream",
                  "title": "live alert stream (Server-Sent Events)"},
+                {"href": f"{b}/dashboard/", "rel": "alternate", "type": "text/html",
+                 "title": "the dashboard (map of alerts, time of change, built-up area)"},
             ],
         }
 
@@ -560,6 +562,9 @@ def create_app(settings: Settings, db: Database, state_store: Any | None = None)
     def health() -> dict[str, Any]:
         return {"status": "ok", "schema_version": db.schema_version()}
 
+    from services.dashboard import mount_dashboard
+
+    mount_dashboard(app, load_state)
     return app
 
 
