@@ -233,7 +233,7 @@ def _score(state: Any, archive: Any) -> dict[str, Any]:
 
 def _write_report(settings: Settings, runtime: Any, state: Any, alerts: list[Any], archive: Any,
                   result: DemoResult, opts: DemoOptions) -> Path:
-    from monitor.reporting.maps import map_bounds, map_info, render_change_png, render_rgb_png
+    from monitor.reporting.maps import map_info, render_change_png, render_rgb_png
     from monitor.reporting.report import write_report
     from services.api import CityInfo, city_stats
     from services.api_ogc import alert_feature
@@ -257,11 +257,12 @@ def _write_report(settings: Settings, runtime: Any, state: Any, alerts: list[Any
         "Model versions": ", ".join(sorted({a.model_version for a in alerts})) or "-",
         "Baseline built-up (S2 reference index rule, km2)": round((baseline or 0) / 1e6, 3),
     }
+    info_maps = map_info(state)
     city = {
-        "id": DEMO_CITY_ID, "name": cfg.name, "bounds": map_bounds(state.grid),
+        "id": DEMO_CITY_ID, "name": cfg.name, "bounds": info_maps["bounds"],
         "rgb_png": render_rgb_png(state), "change_png": render_change_png(state),
         "alerts": {"type": "FeatureCollection", "features": features}, "stats": stats,
-        "change_legend": map_info(state).get("change_legend"),
+        "change_legend": info_maps.get("change_legend"),
         "geometry": dict(archive.aoi.__geo_interface__),
     }
     return write_report(opts.report_path, title="Urban Monitor demo — synthetic city",
