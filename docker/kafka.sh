@@ -18,6 +18,8 @@
 #   URBAN_MONITOR_CACHE                  jar cache (default ~/.cache/urban-monitor)
 #   URBAN_MONITOR_KAFKA_HEAP_OPTS        JVM heap (default -Xms256m -Xmx512m)
 #   URBAN_MONITOR_KAFKA_READY_TIMEOUT    seconds to wait for readiness (default 120)
+#   URBAN_MONITOR_KAFKA_VAR_DIR          data/log folder (default <repo>/var/services/kafka): a
+#                                        second broker (other ports) needs its own folder
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,7 +31,7 @@ LIBS_DIR="$CACHE_ROOT/kafka-$KAFKA_VERSION/libs"
 READY_TIMEOUT="${URBAN_MONITOR_KAFKA_READY_TIMEOUT:-120}"
 HEAP_OPTS="${URBAN_MONITOR_KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
 
-VAR_DIR="$REPO_ROOT/var/services/kafka"
+VAR_DIR="${URBAN_MONITOR_KAFKA_VAR_DIR:-$REPO_ROOT/var/services/kafka}"
 DATA_DIR="$VAR_DIR/data"
 LOG_DIR="$VAR_DIR/logs"
 BROKER_LOG="$LOG_DIR/broker.log"

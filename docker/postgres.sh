@@ -15,6 +15,8 @@
 #   URBAN_MONITOR_PG_PORT           port (default 55432)
 #   URBAN_MONITOR_PG_VERSION        major version of the Debian packages (default 15)
 #   URBAN_MONITOR_PG_READY_TIMEOUT  seconds to wait for readiness (default 60)
+#   URBAN_MONITOR_PG_VAR_DIR        cluster folder (default <repo>/var/services/postgres): a
+#                                   second server (another port) needs its own folder
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,7 +27,7 @@ READY_TIMEOUT="${URBAN_MONITOR_PG_READY_TIMEOUT:-60}"
 DATABASE="urban_monitor"
 HOST="127.0.0.1"
 
-VAR_DIR="$REPO_ROOT/var/services/postgres"
+VAR_DIR="${URBAN_MONITOR_PG_VAR_DIR:-$REPO_ROOT/var/services/postgres}"
 DATA_DIR="$VAR_DIR/data"
 SOCKET_DIR="$VAR_DIR/run"
 SERVER_LOG="$VAR_DIR/postgres.log"
