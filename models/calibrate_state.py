@@ -66,8 +66,9 @@ class Scene:
     valid: np.ndarray
 
 
-def load_predictors() -> tuple[dict[str, Predictor], dict[str, str]]:
-    """ONNX models where their artifacts exist, the classical baselines otherwise."""
+def load_predictors(models_dir: Path | None = None) -> tuple[dict[str, Predictor], dict[str, str]]:
+    """ONNX models (shipped artifacts, or ``models_dir/change_{s2,s1}.onnx``) where they
+    exist, the classical baselines otherwise."""
     predictors: dict[str, Predictor] = {"s2": s2_change_probability, "s1": s1_change_probability}
     sources = {
         "s2": "baseline: S2 change-vector magnitude (monitor.domain.evidence)",
@@ -78,13 +79,16 @@ def load_predictors() -> tuple[dict[str, Predictor], dict[str, str]]:
     except ImportError:  # pragma: no cover - onnxruntime is a runtime dependency
         return predictors, sources
     for modality in ("s2", "s1"):
+        name: str | Path = f"change_{modality}"
+        if models_dir is not None:
+            name = models_dir / f"change_{modality}.onnx"
         try:
-            model = OnnxChangeModel.load(f"change_{modality}")
+            model = OnnxChangeModel.load(name)
         except Exception as exc:  # noqa: BLE001 - any failure means: use the baseline
             log.info("no %s change model (%s): using the baseline", modality, exc)
             continue
         predictors[modality] = model.predict
-        sources[modality] = f"onnx: {model.info.id}"
+        sources[modality] = f"onnx: {model.info.id} ({model.path})"
     return predictors, sources
 
 
@@ -135,6 +139,9 @@ def read_archive(
     return archive.grid, scenes, change_date, site_labels, archive.manifest
 
 
+PCache = dict[str, np.ndarray]
+
+
 def replay(
     grid: CityGrid,
     scenes: list[Scene],
@@ -143,30 +150,45 @@ def replay(
     truth_change: np.ndarray | None = None,
     rng: np.random.Generator | None = None,
     horizon_days: int = 120,
-) -> tuple[CityState, dict[str, tuple[list[np.ndarray], list[np.ndarray]]]]:
-    """Drive a fresh state through ``scenes`` as the worker does; optionally sample (p, truth)."""
+    p_cache: PCache | None = None,
+    record: bool = False,
+) -> tuple[CityState, dict[str, tuple[list[np.ndarray], list[np.ndarray]]], PCache]:
+    """Drive a fresh state through ``scenes`` as the worker does; optionally sample (p, truth).
+
+    ``record``: keep every p (float16) by scene id. ``p_cache``: reuse recorded p instead of
+    running the model — an approximation (the references, hence p, depend a little on the
+    parameters) that makes a threshold search affordable with the learned models.
+    """
     state = CityState.create(grid, params)
     samples: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {"s2": ([], []), "s1": ([], [])}
+    recorded: PCache = {}
     for scene in scenes:
         obs = Observation(
             scene.scene_id,
-            scene.modality,
+            scene.modality,  # type: ignore[arg-type]
             scene.orbit,
-            scene.acquired,  # type: ignore[arg-type]
+            scene.acquired,
             scene.values,
             scene.valid,
         )
-        inputs = state.model_inputs(obs)
         p = None
-        if inputs is not None:
-            p = predictors[scene.modality](*inputs)
-            if truth_change is not None and rng is not None:
-                obs_day = date_to_day(scene.acquired) + STATE_TO_EPOCH_DAYS
-                ps, ls = sample_labels(p, inputs[2], truth_change, obs_day, horizon_days, 400, rng)
-                samples[scene.modality][0].append(ps)
-                samples[scene.modality][1].append(ls)
+        if p_cache is not None:
+            cached = p_cache.get(scene.scene_id)
+            p = None if cached is None else cached.astype(np.float32)
+        else:
+            inputs = state.model_inputs(obs)
+            if inputs is not None:
+                p = predictors[scene.modality](*inputs)
+                if truth_change is not None and rng is not None:
+                    obs_day = date_to_day(scene.acquired) + STATE_TO_EPOCH_DAYS
+                    ps, ls = sample_labels(p, inputs[2], truth_change, obs_day, horizon_days,
+                                           400, rng)
+                    samples[scene.modality][0].append(ps)
+                    samples[scene.modality][1].append(ls)
+        if record and p is not None:
+            recorded[scene.scene_id] = p.astype(np.float16)
         state.apply(replace(obs, p_change=p))
-    return state, samples
+    return state, samples, recorded
 
 
 def score_state(
@@ -273,9 +295,9 @@ def with_thresholds(params: StateParams, s1_weight: float, h_confirm: float,
 
 
 def calibrate(archive: Path, out: Path, grid_search: bool = True,
-              progress: bool = True) -> dict[str, Any]:
+              progress: bool = True, models_dir: Path | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
-    predictors, sources = load_predictors()
+    predictors, sources = load_predictors(models_dir)
     grid, scenes, change_date, site_labels, manifest = read_archive(archive, progress)
     params0 = StateParams()
     start = date.fromisoformat(manifest["params"]["start"])
@@ -286,7 +308,8 @@ def calibrate(archive: Path, out: Path, grid_search: bool = True,
 
     # 1. LLR mapping per modality
     rng = np.random.default_rng(0)
-    _, samples = replay(grid, scenes, params0, predictors, change_date, rng)
+    _, samples, p_cache = replay(grid, scenes, params0, predictors, change_date, rng,
+                                 record=True)
     mapping: dict[str, Any] = {}
     fitted = {}
     for modality in ("s2", "s1"):
@@ -317,23 +340,19 @@ def calibrate(archive: Path, out: Path, grid_search: bool = True,
     # 2. weights and thresholds
     trials = []
     grid_values = (
-        itertools.product((0.25, 0.5, 1.0), (5.0, 7.0, 9.0), (3, 4))
+        itertools.product(SEARCH["s1_weight"], SEARCH["h_confirm"], SEARCH["min_confirm_days"])
         if grid_search
-        else [(params1.s1_weight, params1.h_confirm, params1.n_confirm)]
+        else [(params1.s1_weight, params1.h_confirm, params1.min_confirm_days)]
     )
-    for s1_weight, h_confirm, n_confirm in tqdm(list(grid_values), desc="threshold search"):
-        params = replace(
-            params1,
-            s1_weight=s1_weight,
-            h_confirm=h_confirm,
-            n_confirm=n_confirm,
-            h_provisional=min(params1.h_provisional, h_confirm),
-            evidence_cap=max(params1.evidence_cap, h_confirm + 3),
-        )
-        state, _ = replay(grid, scenes, params, predictors)
+    for s1_weight, h_confirm, min_days in tqdm(
+        list(grid_values), desc="threshold search", disable=not progress
+    ):
+        params = with_thresholds(params1, s1_weight, h_confirm, min_days)
+        state, _, _ = replay(grid, scenes, params, predictors, p_cache=p_cache)
         score = score_state(state, change_date, site_labels, period)
         trials.append(
-            {"s1_weight": s1_weight, "h_confirm": h_confirm, "n_confirm": n_confirm, **score}
+            {"s1_weight": s1_weight, "h_confirm": h_confirm, "min_confirm_days": min_days,
+             **score}
         )
 
     def rank(t: dict[str, Any]) -> tuple[float, float, float]:
@@ -343,17 +362,23 @@ def calibrate(archive: Path, out: Path, grid_search: bool = True,
         return (num(t["object_f1"]), num(t["pixel_f1"]), -num(t["false_alerts"]))
 
     best = max(trials, key=rank)
-    params2 = replace(
-        params1,
-        s1_weight=best["s1_weight"],
-        h_confirm=best["h_confirm"],
-        n_confirm=best["n_confirm"],
-        h_provisional=min(params1.h_provisional, best["h_confirm"]),
-        evidence_cap=max(params1.evidence_cap, best["h_confirm"] + 3),
+    params2 = with_thresholds(
+        params1, best["s1_weight"], best["h_confirm"], best["min_confirm_days"]
     )
 
     # 3. false alarms on the real OPERA series (S1 only, no construction)
-    opera = check_opera(params2, predictors) if OPERA_DIR.is_dir() else {"skipped": "no data"}
+    # The chosen parameters, replayed exactly (the model run against the state's own
+    # references, no cached p).
+    final_state, _, _ = replay(grid, scenes, params2, predictors)
+    final = score_state(final_state, change_date, site_labels, period)
+
+    # With every S1 weight of the search (a weight of 0 would pass vacuously).
+    opera: dict[str, Any] = {"skipped": f"no data at {OPERA_DIR}"}
+    if OPERA_DIR.is_dir():
+        opera = {"chosen_s1_weight": params2.s1_weight}
+        for weight in sorted({*SEARCH["s1_weight"], params2.s1_weight} - {0.0}):
+            opera[f"s1_weight={weight}"] = check_opera(replace(params2, s1_weight=weight),
+                                                       predictors)
     report = {
         "created": datetime.now().isoformat(timespec="seconds"),
         "archive": str(archive),
@@ -369,6 +394,7 @@ def calibrate(archive: Path, out: Path, grid_search: bool = True,
         "trials": trials,
         "best": best,
         "params": params2.to_dict(),
+        "final_exact_replay": final,
         "opera_false_alarms": opera,
         "seconds": round(time.perf_counter() - t0, 1),
     }
@@ -384,10 +410,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "var" / "calibration")
     parser.add_argument("--no-search", action="store_true", help="only fit the LLR mapping")
+    parser.add_argument("--models", type=Path, default=None,
+                        help="folder with change_s2.onnx/change_s1.onnx (+ cards); default: "
+                             "the shipped artifacts, else the classical baselines")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     report = calibrate(args.archive, args.out, grid_search=not args.no_search,
+                       models_dir=args.models,
                        progress=not args.quiet)
     best = report["best"]
     print(
@@ -400,7 +430,7 @@ def main(argv: list[str] | None = None) -> None:
                     for k in (
                         "s1_weight",
                         "h_confirm",
-                        "n_confirm",
+                        "min_confirm_days",
                         "pixel_f1",
                         "object_f1",
                         "false_alerts",
@@ -408,6 +438,10 @@ def main(argv: list[str] | None = None) -> None:
                         "time_error_median_days",
                         "status_counts",
                     )
+                },
+                "final_exact_replay": {
+                    k: report["final_exact_replay"][k]
+                    for k in ("pixel_f1", "object_f1", "false_alerts", "delay_median_days")
                 },
                 "opera": report["opera_false_alarms"],
             },

@@ -598,7 +598,16 @@ def _apply_kernel(values, valid, p_change, has_p, lut, status, run, evidence, fi
     zero = np.float32(0.0)
     one = np.float32(1.0)
     half = np.float32(0.5)
-    xs = np.empty(n_band, dtype=np.float32)  # this pixel's values, clamped
+    # Pass 1 (vectorised): which pixels are observations at all.
+    ok = np.empty(n_pix, dtype=np.bool_)
+    for i in range(n_pix):
+        ok[i] = valid[i]
+    for b in range(n_band):
+        for i in range(n_pix):
+            ok[i] = ok[i] & np.isfinite(values[b, i])
+    # Pass 2 (per pixel, branchy): evidence, lifecycle, and the reference update rate.
+    rate_ref = np.empty(n_pix, dtype=np.float32)
+    rate_cur = np.empty(n_pix if has_cur else 1, dtype=np.float32)
     n_valid = 0
     n_evid = 0
     for i in range(n_pix):
@@ -606,19 +615,13 @@ def _apply_kernel(values, valid, p_change, has_p, lut, status, run, evidence, fi
         s = s_old
         ev_q = evidence[i]
         r = run[i]
+        rate = zero
         # An alert that did not confirm within the window is retracted, observed or not.
         if (s == 1 or s == 2) and day - np.int64(first_day[i]) > window:
             s = 4
             ev_q = 0
             r = 0
-        ok = valid[i]
-        if ok:
-            for b in range(n_band):
-                v = values[b, i]
-                if not np.isfinite(v):
-                    ok = False
-                xs[b] = min(max(v, zero), f_vmax)
-        if ok:
+        if ok[i]:
             n_valid += 1
             cnt = count[i]
             if has_p and cnt >= k_ref and np.isfinite(p_change[i]):
@@ -664,18 +667,13 @@ def _apply_kernel(values, valid, p_change, has_p, lut, status, run, evidence, fi
                 rate = one / (np.float32(cnt) + one)
             elif ev_q == 0 and (s == 0 or s == 4):
                 rate = f_alpha_ref
-            else:
-                rate = zero
-            if rate > zero:
-                for b in range(n_band):
-                    old = np.float32(ref[b, i]) * inv_scale
-                    ref[b, i] = np.uint16(np.int32((old + rate * (xs[b] - old)) * f_scale + half))
             if has_cur:
-                old = np.float32(cur[i]) * inv_scale
-                rate = one / (np.float32(cnt) + one) if cnt < k_ref else f_alpha_cur
-                cur[i] = np.uint16(np.int32((old + rate * (xs[0] - old)) * f_scale + half))
+                rate_cur[i] = one / (np.float32(cnt) + one) if cnt < k_ref else f_alpha_cur
             if cnt < 255:
                 count[i] = cnt + 1
+        elif has_cur:
+            rate_cur[i] = zero
+        rate_ref[i] = rate
         evidence[i] = ev_q
         run[i] = r
         if s != s_old:
@@ -683,6 +681,21 @@ def _apply_kernel(values, valid, p_change, has_p, lut, status, run, evidence, fi
             # iteration to the previous one through memory
             status[i] = s
             transitions[s_old, s] += 1
+    # Pass 3 (vectorised): the EWMAs. A zero rate rewrites the same fixed-point value.
+    for b in range(n_band):
+        for i in range(n_pix):
+            old = np.float32(ref[b, i]) * inv_scale
+            rt = rate_ref[i]
+            x = min(max(values[b, i], zero), f_vmax)
+            d = rt * (x - old) if rt > zero else zero
+            ref[b, i] = np.uint16(np.int32((old + d) * f_scale + half))
+    if has_cur:
+        for i in range(n_pix):
+            old = np.float32(cur[i]) * inv_scale
+            rt = rate_cur[i]
+            x = min(max(values[0, i], zero), f_vmax)
+            d = rt * (x - old) if rt > zero else zero
+            cur[i] = np.uint16(np.int32((old + d) * f_scale + half))
     return (n_valid, n_evid)
 
 

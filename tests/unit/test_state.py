@@ -258,6 +258,11 @@ def test_cloudy_pixels_give_no_evidence_and_keep_their_reference() -> None:
     np.testing.assert_array_equal(state.reference_for("s2")[0][:, cloud], ref_before[:, cloud])
     np.testing.assert_array_equal(state.s2_count[cloud], count_before[cloud])
     assert (state.s2_count[~cloud] == count_before[~cloud] + 1).all()
+    # many more scenes, all cloudy there: the stored reference stays bit-identical
+    stored = state.to_arrays()["s2_reference"][:, cloud].copy()
+    for i in range(3, 13):
+        state.apply(s2(i, 0.1, value=0.05 * i, valid=~cloud))
+    np.testing.assert_array_equal(state.to_arrays()["s2_reference"][:, cloud], stored)
 
 
 def test_nan_values_are_not_observations() -> None:
