@@ -64,6 +64,25 @@ def verify_signature(secret: str, body: bytes, timestamp: str | None, signature:
     return hmac.compare_digest(sign_payload(secret, ts, body), signature)
 
 
+def redact_url(url: str) -> str:
+    """``url`` without the user:password part, for logs and error texts."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        return "<unparsable url>"
+    return str(parsed.copy_with(userinfo=b"")) if parsed.userinfo else url
+
+
+def _split_credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
+    """A subscriber URL may carry basic-auth credentials (``https://user:pw@host/``): send
+    them as an Authorization header, so that the URL httpx logs holds no password."""
+    parsed = httpx.URL(url)
+    if not parsed.userinfo:
+        return url, None
+    return str(parsed.copy_with(userinfo=b"")), httpx.BasicAuth(parsed.username,
+                                                                   parsed.password)
+
+
 @dataclass(frozen=True)
 class DeliveryOutcome:
     ok: bool
@@ -88,7 +107,9 @@ class WebhookSender:
             SIGNATURE_HEADER: sign_payload(secret, timestamp, body),
         }
         try:
-            response = self._client.post(url, content=body, headers=headers)
+            target, auth = _split_credentials(url)
+            response = self._client.post(target, content=body, headers=headers,
+                                         auth=auth or httpx.USE_CLIENT_DEFAULT)
         except httpx.HTTPError as exc:
             return DeliveryOutcome(False, None, f"{type(exc).__name__}: {exc}"[:500])
         if 200 <= response.status_code < 300:

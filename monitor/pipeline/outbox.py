@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from monitor.adapters.database import Database, Delivery, Subscription
-from monitor.adapters.webhooks import WebhookSender
+from monitor.adapters.webhooks import WebhookSender, redact_url
 from monitor.domain.events import AlertData, CloudEvent
 from monitor.ports import Bus
 from monitor.settings import AlertingSettings
@@ -143,7 +143,7 @@ def dispatch_due(db: Database, now: datetime | None = None, *,
                                    status_code=outcome.status_code, error=outcome.error)
                 stats.failed += 1
                 log.error("webhook delivery %s to %s failed for good after %d attempts: %s",
-                          row.id, sub.url, attempts, outcome.error)
+                          row.id, redact_url(sub.url), attempts, outcome.error)
                 continue
             delay = retry_delay_s(attempts, settings.webhook_backoff_s,
                                   settings.webhook_max_backoff_s)
@@ -153,7 +153,7 @@ def dispatch_due(db: Database, now: datetime | None = None, *,
             stats.retried += 1
             stats.errors.append(outcome.error or "")
             log.info("webhook delivery %s to %s failed (attempt %d): %s; retry in %.0f s",
-                     row.id, sub.url, attempts, outcome.error, delay)
+                     row.id, redact_url(sub.url), attempts, outcome.error, delay)
     finally:
         if own_sender:
             sender.close()
