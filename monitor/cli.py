@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "monitor.pipeline.demo_cli",
     "services.cli",
     "models.cli",
+    "monitor.reliability.cli",
 )
 
 DESCRIPTION = """\
