@@ -286,6 +286,10 @@ SEARCH = {"s1_weight": (0.0, 0.25, 0.5, 1.0), "h_confirm": (5.0, 7.0, 9.0),
           "min_confirm_days": (0, 60, 120)}
 
 
+# The exact search replays the models for every trial: a smaller grid.
+SEARCH_EXACT = {"s1_weight": (0.0, 0.25, 0.5), "h_confirm": (7.0, 9.0), "min_confirm_days": (0,)}
+
+
 def with_thresholds(params: StateParams, s1_weight: float, h_confirm: float,
                     min_confirm_days: int) -> StateParams:
     return replace(params, s1_weight=s1_weight, h_confirm=h_confirm,
@@ -295,7 +299,8 @@ def with_thresholds(params: StateParams, s1_weight: float, h_confirm: float,
 
 
 def calibrate(archive: Path, out: Path, grid_search: bool = True,
-              progress: bool = True, models_dir: Path | None = None) -> dict[str, Any]:
+              progress: bool = True, models_dir: Path | None = None,
+              exact: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
     predictors, sources = load_predictors(models_dir)
     grid, scenes, change_date, site_labels, manifest = read_archive(archive, progress)
@@ -339,8 +344,9 @@ def calibrate(archive: Path, out: Path, grid_search: bool = True,
 
     # 2. weights and thresholds
     trials = []
+    space = SEARCH_EXACT if exact else SEARCH
     grid_values = (
-        itertools.product(SEARCH["s1_weight"], SEARCH["h_confirm"], SEARCH["min_confirm_days"])
+        itertools.product(*(space[k] for k in ("s1_weight", "h_confirm", "min_confirm_days")))
         if grid_search
         else [(params1.s1_weight, params1.h_confirm, params1.min_confirm_days)]
     )
@@ -348,7 +354,8 @@ def calibrate(archive: Path, out: Path, grid_search: bool = True,
         list(grid_values), desc="threshold search", disable=not progress
     ):
         params = with_thresholds(params1, s1_weight, h_confirm, min_days)
-        state, _, _ = replay(grid, scenes, params, predictors, p_cache=p_cache)
+        state, _, _ = replay(grid, scenes, params, predictors,
+                             p_cache=None if exact else p_cache)
         score = score_state(state, change_date, site_labels, period)
         trials.append(
             {"s1_weight": s1_weight, "h_confirm": h_confirm, "min_confirm_days": min_days,
@@ -393,6 +400,7 @@ def calibrate(archive: Path, out: Path, grid_search: bool = True,
         "monitored_period_epoch_days": period,
         "trials": trials,
         "best": best,
+        "search": "exact (models re-run per trial)" if exact else "cached p of the first replay",
         "params": params2.to_dict(),
         "final_exact_replay": final,
         "opera_false_alarms": opera,
@@ -414,10 +422,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="folder with change_s2.onnx/change_s1.onnx (+ cards); default: "
                              "the shipped artifacts, else the classical baselines")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--exact", action="store_true",
+                        help="re-run the models for every trial of a smaller grid")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     report = calibrate(args.archive, args.out, grid_search=not args.no_search,
-                       models_dir=args.models,
+                       models_dir=args.models, exact=args.exact,
                        progress=not args.quiet)
     best = report["best"]
     print(
