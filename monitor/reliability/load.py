@@ -1,0 +1,777 @@
+"""Load run: many 1 Mpx cities through Kafka, N inference worker processes and alerting.
+
+    python -m monitor.reliability.load --workers 3 --cities 6 --rate 10
+
+What it does (issue 9):
+
+1. generates (once, cached under ``var/load/``) a synthetic 10 km x 10 km archive, i.e.
+   a 1 Mpx city, and registers it as ``--cities`` cities with their own ids over the same
+   AOI: each has its own state, its own partition and its own alerts, which is what load
+   means here (the pixels read are the same files, so the OS page cache is kinder than it
+   would be with distinct cities: say so when quoting the figures);
+2. warms one city state on the first months of the archive (cached) and copies it to every
+   city, so the measured scenes run the full model path (S2 and S1 references exist);
+3. starts ``--workers`` inference processes (``services.inference.build_worker`` /
+   ``build_loop`` over Kafka and PostgreSQL, in their own interpreters) and the alerting
+   service (``urban-monitor serve alerting``), on fresh topics and a fresh database;
+4. *saturation*: registers and publishes ``--burst`` scenes per city at once (as discovery
+   does: scene registry ``discovered``, SceneEvent, ``published``) and measures scenes per
+   minute until the last one is processed;
+5. *paced*: publishes at ``--rate`` scenes per minute for ``--paced-s`` seconds and measures
+   the latency from discovery (registry ``discovered_at``) to the ChangeEvent and to the
+   AlertEvent (record timestamps on the topics), p50/p95;
+6. samples the consumer lag (end offsets minus committed offsets) of both groups all along,
+   and the peak resident memory (``VmHWM``) of every process; workers report their stage
+   timers when they stop.
+
+The table goes to stdout and the figures to ``var/benchmarks/load.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from monitor.errors import ModelError, UrbanMonitorError
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WARM_CITY_ID = "load-warm"
+PROVIDER = "synthetic"
+SOURCE = "load"
+S2_COLLECTION = "sentinel-2-l2a"
+S1_COLLECTION = "sentinel-1-rtc"
+COLLECTIONS: dict[str, dict[str, Any]] = {
+    S2_COLLECTION: {"modality": "s2", "assets": {b: b for b in (
+        "blue", "green", "red", "nir", "swir16", "swir22", "scl")}},
+    S1_COLLECTION: {"modality": "s1", "assets": {"vv": "vv", "vh": "vh"}},
+}
+MAX_CLOUD_COVER = 95.0  # as the demo's S2 source: hopeless scenes are not even published
+FALLBACK_MODELS = {"s2": "var/models/folds/fold0/change_s2.onnx",
+                   "s1": "var/models/folds/fold0/change_s1.onnx"}
+
+
+@dataclass
+class LoadOptions:
+    workers: int = 3
+    cities: int = 6
+    rate_per_min: float = 10.0
+    burst_per_city: int = 4
+    paced_s: float = 150.0
+    partitions: int = 6
+    size_km: float = 10.0
+    seed: int = 11
+    archive_start: date = date(2019, 1, 1)
+    archive_end: date = date(2019, 12, 31)
+    warm_until: date = date(2019, 4, 15)
+    work_dir: Path = REPO_ROOT / "var" / "load"
+    output: Path = REPO_ROOT / "var" / "benchmarks" / "load.json"
+    bootstrap: str | None = None
+    database_url: str | None = None
+    drain_timeout_s: float = 240.0
+    progress: bool = True
+
+
+# -- shared pieces (also used by the stage benchmark) -------------------------------------
+def ensure_archive(work_dir: Path, *, size_km: float = 10.0, seed: int = 11,
+                   start: date = date(2019, 1, 1), end: date = date(2019, 12, 31),
+                   progress: bool = True) -> Any:
+    """The cached synthetic archive of one ``size_km`` city (10 km = 1000 x 1000 px)."""
+    from monitor.synthetic.archive import generate_archive
+    from monitor.synthetic.params import ArchiveParams
+
+    params = ArchiveParams(size_km=size_km, start=start, end=end, seed=seed)
+    return generate_archive(work_dir / "archive", params, progress=progress)
+
+
+def resolve_models() -> dict[str, str]:
+    """The shipped models when they are there, else the fold-0 models of the model run.
+    ``URBAN_MONITOR_MODELS__S2/S1`` still win (the environment beats the settings file)."""
+    from monitor.adapters.onnx_model import OnnxChangeModel
+
+    out = {}
+    for modality in ("s2", "s1"):
+        try:
+            OnnxChangeModel.load(f"change_{modality}")
+            out[modality] = f"change_{modality}"
+        except (ModelError, OSError, ValueError):
+            out[modality] = str(REPO_ROOT / FALLBACK_MODELS[modality])
+    return out
+
+
+def city_entry(city_id: str, archive: Any) -> dict[str, Any]:
+    return {"id": city_id, "name": f"Load city {city_id}",
+            "geometry": dict(archive.aoi.__geo_interface__)}
+
+
+def provider_entry() -> dict[str, Any]:
+    return {"url": "http://127.0.0.1:0/", "signing": "none", "collections": COLLECTIONS}
+
+
+def scene_events(archive: Any, city_id: str, *, after: date | None = None,
+                 before: date | None = None) -> list[Any]:
+    """The archive's wanted scenes as SceneEvents for ``city_id``, in acquisition order."""
+    from monitor.domain.events import scene_event
+    from monitor.domain.scenes import filter_reason, item_datetime, scene_from_item
+
+    events = []
+    for collection, spec in COLLECTIONS.items():
+        for item in archive.items(collection):
+            acquired = item_datetime(item).date()
+            if (after is not None and acquired < after) or (before is not None
+                                                            and acquired >= before):
+                continue
+            if filter_reason(item, modality=spec["modality"], max_cloud_cover=MAX_CLOUD_COVER,
+                             polarizations=["VV", "VH"]) is not None:
+                continue
+            scene = scene_from_item(item, city_id=city_id, provider=PROVIDER,
+                                    stac_api=f"file://{archive.root}",
+                                    collection=collection, modality=spec["modality"],
+                                    asset_keys=spec["assets"], polarizations=["VV", "VH"])
+            events.append(scene_event(scene, source="urban-monitor/load"))
+    events.sort(key=lambda e: (e.data.acquired, e.data.item_id))
+    return events
+
+
+def register_scene(db: Any, event: Any) -> bool:
+    """Record a scene in the registry as discovery does (``discovered_at`` = now)."""
+    scene = event.data
+    return bool(db.register_scene(event.id, city_id=scene.city_id, source=SOURCE,
+                                  provider=scene.provider, collection=scene.collection,
+                                  item_id=scene.item_id, modality=scene.modality,
+                                  acquired=scene.acquired,
+                                  event_json=event.to_json().decode("utf-8")))
+
+
+def local_settings(archive: Any, folder: Path, city_ids: Sequence[str]) -> Any:
+    """Embedded settings (in-process bus, SQLite, local state) for ``city_ids``."""
+    from monitor.settings import Settings
+
+    models = resolve_models()
+    return Settings(cities=[city_entry(c, archive) for c in city_ids],
+                    database={"url": f"sqlite:///{folder / 'urban-monitor.db'}"},
+                    state={"url": str(folder / "state")},
+                    models={"s2": models["s2"], "s1": models["s1"], "threads": 1},
+                    providers={PROVIDER: provider_entry()})
+
+
+def ensure_warm_state(archive: Any, work_dir: Path, until: date, *,
+                      progress: bool = True) -> Path:
+    """A state store holding city ``load-warm`` after every scene acquired before ``until``
+    (embedded bus, SQLite, the real InferenceWorker). Cached by archive and models."""
+    from tqdm import tqdm
+
+    from monitor.adapters.bus_embedded import EmbeddedBus
+    from monitor.pipeline.runtime import build_runtime
+    from services.inference import build_worker
+
+    folder = work_dir / "warm"
+    models = resolve_models()
+    key = {"archive": archive.param_hash, "until": until.isoformat(), "models": models}
+    meta_path = folder / "warm.json"
+    if meta_path.exists() and json.loads(meta_path.read_text()).get("key") == key:
+        return folder / "state"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    settings = local_settings(archive, folder, [WARM_CITY_ID])
+    runtime = build_runtime(settings, bus=EmbeddedBus(settings.bus.partitions))
+    try:
+        worker = build_worker(runtime)
+        events = scene_events(archive, WARM_CITY_ID, before=until)
+        outcomes: dict[str, int] = {}
+        for event in tqdm(events, desc="warm state", unit="scene", disable=not progress):
+            register_scene(runtime.db, event)
+            outcome = worker.handle(event)
+            outcomes[outcome.status] = outcomes.get(outcome.status, 0) + 1
+    finally:
+        runtime.close()
+    meta_path.write_text(json.dumps({"key": key, "scenes": len(events), "outcomes": outcomes,
+                                     "times": worker.times.as_dict()}, indent=1))
+    return folder / "state"
+
+
+def copy_state(source_store: Path, target_url: str, city_ids: Iterable[str]) -> None:
+    from monitor.adapters.state_store import StateStore
+
+    state = StateStore(str(source_store)).load(WARM_CITY_ID)
+    if state is None:
+        raise UrbanMonitorError(f"the warm state under {source_store} holds no city "
+                                f"{WARM_CITY_ID}", f"delete {source_store.parent} and run again")
+    target = StateStore(target_url)
+    for city_id in city_ids:
+        target.save(city_id, state)
+
+
+def spread_city_ids(n: int, partitions: int, prefix: str = "load-city") -> list[str]:
+    """``n`` city ids whose Kafka keys fall into distinct partitions (as far as there are
+    partitions), so that N workers share the cities evenly. With the few cities of a load
+    run, hashing alone would often put two cities on one partition and leave a worker
+    idle; a real deployment has many more cities than partitions."""
+    from kafka.partitioner.default import murmur2
+
+    chosen: list[str] = []
+    counts = [0] * partitions
+    i = 0
+    while len(chosen) < n:
+        city_id = f"{prefix}-{i:03d}"
+        partition = (murmur2(city_id.encode()) & 0x7FFFFFFF) % partitions  # as kafka-python
+        if counts[partition] == min(counts):
+            chosen.append(city_id)
+            counts[partition] += 1
+        i += 1
+    return chosen
+
+
+def vm_hwm_kib(pid: int) -> int | None:
+    """Peak resident set size of ``pid`` in KiB (``VmHWM`` in /proc), None if gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+# -- the worker process -----------------------------------------------------------------
+def serve_worker(config: Path, report: Path) -> int:
+    """One inference worker process; writes its stage timers and stats at SIGTERM."""
+    from monitor.pipeline.runtime import build_runtime
+    from monitor.settings import load_settings
+    from services.cli import install_stop_handlers
+    from services.inference import build_loop, build_worker
+
+    settings = load_settings(config)
+    logging.basicConfig(level=settings.logging.level,
+                        format=f"%(asctime)s %(levelname)-7s worker-{os.getpid()} %(name)s: "
+                        "%(message)s")
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    runtime = build_runtime(settings)
+    worker = build_worker(runtime)
+    loop = build_loop(runtime, worker, client_id=f"load-worker-{os.getpid()}")
+    try:
+        loop.run(stop, timeout_s=0.5)
+    finally:
+        loop.consumer.close()
+        report.write_text(json.dumps({
+            "pid": os.getpid(), "times": worker.times.as_dict(),
+            "processed": loop.stats.processed, "dead_lettered": loop.stats.dead_lettered,
+            "retried": loop.stats.retried, "vm_hwm_kib": vm_hwm_kib(os.getpid())}, indent=1))
+        runtime.close()
+    return 0
+
+
+# -- the run ------------------------------------------------------------------------------
+@dataclass
+class Observed:
+    """What the monitor consumer saw on the changes and alerts topics (record times)."""
+
+    change_at: dict[str, float] = field(default_factory=dict)  # scene event id -> s
+    change_city: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> city, item
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    lag: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Monitor:
+    """Reads the output topics and samples consumer lag in background threads."""
+
+    def __init__(self, bootstrap: str, settings: Any) -> None:
+        from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+        b = settings.bus
+        self.bus = b
+        self.observed = Observed()
+        self.stop = threading.Event()
+        self.admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="load-monitor")
+        self.reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        self.offsets = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                     enable_auto_commit=False)
+        self.scene_tps = [TopicPartition(b.scenes_topic, p) for p in range(b.partitions)]
+        self.change_tps = [TopicPartition(b.changes_topic, p) for p in range(b.partitions)]
+        alert_tps = [TopicPartition(b.alerts_topic, p) for p in range(b.partitions)]
+        self.reader.assign(self.change_tps + alert_tps)
+        self.reader.seek_to_beginning()
+        self.threads = [threading.Thread(target=self._read, daemon=True, name="load-read"),
+                        threading.Thread(target=self._sample, daemon=True, name="load-lag")]
+        self.t0 = time.time()
+        self.phase = "start"
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=10)
+        self.reader.close()
+        self.offsets.close()
+        self.admin.close()
+
+    def _read(self) -> None:
+        while not self.stop.is_set():
+            batches = self.reader.poll(timeout_ms=300)
+            for tp, records in batches.items():
+                for record in records:
+                    event = json.loads(record.value)
+                    stamp = record.timestamp / 1000.0
+                    data = event["data"]
+                    if tp.topic == self.bus.changes_topic:
+                        self.observed.change_at.setdefault(data["scene_event_id"], stamp)
+                        self.observed.change_city[data["scene_event_id"]] = (
+                            data["city_id"], data["scene_ids"][0])
+                    else:
+                        self.observed.alerts.append({
+                            "at": stamp, "city_id": data["city_id"],
+                            "alert_id": data["alert_id"], "revision": data["revision"],
+                            "status": data["status"], "scene_ids": data["scene_ids"]})
+
+    def lag_of(self, group: str, tps: list[Any]) -> int:
+        ends = self.offsets.end_offsets(tps)
+        committed = committed_offsets(self.admin, group, tps)
+        total = 0
+        for tp in tps:
+            done = committed.get(tp)
+            offset = done.offset if done is not None and done.offset >= 0 else 0
+            total += max(ends.get(tp, 0) - offset, 0)
+        return total
+
+    def _sample(self) -> None:
+        while not self.stop.wait(2.0):
+            try:
+                sample = {"t": round(time.time() - self.t0, 1), "phase": self.phase,
+                          "inference": self.lag_of(self.bus.inference_group, self.scene_tps),
+                          "alerting": self.lag_of(self.bus.alerting_group, self.change_tps)}
+            except Exception as exc:  # kafka-python raises several types; a gap is fine
+                log.debug("lag sample failed: %s", exc)
+                continue
+            self.observed.lag.append(sample)
+
+    def wait_for_group(self, group: str, members: int, timeout_s: float = 120.0) -> None:
+        """Until the group is stable with ``members`` members that all hold partitions."""
+        deadline = time.monotonic() + timeout_s
+        last: Any = None
+        while time.monotonic() < deadline:
+            try:
+                last = group_state(self.admin, group)
+                if last == ("Stable", members):
+                    return
+            except Exception as exc:  # not known yet
+                last = exc
+            time.sleep(0.5)
+        raise UrbanMonitorError(f"consumer group {group} did not become stable with {members} "
+                                f"members in {timeout_s:.0f} s (last: {last!r})",
+                                "check the worker logs under var/load/run-*/")
+
+
+def committed_offsets(admin: Any, group: str, tps: list[Any]) -> dict[Any, Any]:
+    """The group's committed offsets (kafka-python 3 and 2 name this differently)."""
+    if hasattr(admin, "list_group_offsets"):
+        return dict(admin.list_group_offsets({group: tps}).get(group, {}))
+    return dict(admin.list_consumer_group_offsets(group, partitions=tps))
+
+
+def group_state(admin: Any, group: str) -> tuple[str, int]:
+    """(state, number of members) of a consumer group (kafka-python 3 or 2)."""
+    if hasattr(admin, "describe_groups"):
+        info = admin.describe_groups([group])[group]
+        return str(info["group_state"]), len(info["members"])
+    (info,) = admin.describe_consumer_groups([group])
+    return str(info.state), len(info.members)
+
+
+def _pick_database(opts: LoadOptions) -> str:
+    url = opts.database_url or os.environ.get("URBAN_MONITOR_TEST_DATABASE_URL")
+    if url is None:
+        completed = subprocess.run(["bash", str(REPO_ROOT / "docker" / "postgres.sh"), "start"],
+                                   capture_output=True, text=True, check=False, timeout=300)
+        lines = completed.stdout.strip().splitlines()
+        if completed.returncode != 0 or not lines:
+            raise UrbanMonitorError("PostgreSQL did not start for the load run",
+                                    "run `bash docker/postgres.sh start` and see its output")
+        url = lines[-1].strip()
+    return url
+
+
+def _pick_bootstrap(opts: LoadOptions) -> str:
+    bootstrap = opts.bootstrap or os.environ.get("URBAN_MONITOR_TEST_KAFKA")
+    if bootstrap is None:
+        completed = subprocess.run(["bash", str(REPO_ROOT / "docker" / "kafka.sh"), "start"],
+                                   capture_output=True, text=True, check=False, timeout=300)
+        lines = completed.stdout.strip().splitlines()
+        if completed.returncode != 0 or not lines:
+            raise UrbanMonitorError("Kafka did not start for the load run",
+                                    "run `bash docker/kafka.sh start` and see its output")
+        bootstrap = lines[-1].strip()
+    return bootstrap
+
+
+LOAD_DATABASE = "urban_monitor_load"
+
+
+def fresh_database(admin_url: str) -> str:
+    """Drop and create the load run's own PostgreSQL database; returns its URL."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        # A constant identifier: DDL cannot take bound parameters.
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{LOAD_DATABASE}" WITH (FORCE)'))
+        conn.execute(text(f'CREATE DATABASE "{LOAD_DATABASE}"'))
+    engine.dispose()
+    return admin_url.rsplit("/", 1)[0] + "/" + LOAD_DATABASE
+
+
+def _start(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    out = open(log_path, "wb")  # noqa: SIM115 (the child owns it until it exits)
+    return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+
+
+def _stop(processes: Sequence[subprocess.Popen[bytes]], timeout_s: float = 60.0) -> None:
+    for p in processes:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for p in processes:
+        try:
+            p.wait(timeout=max(deadline - time.monotonic(), 1.0))
+        except subprocess.TimeoutExpired:
+            log.warning("process %d did not stop in time: killing it", p.pid)
+            p.kill()
+            p.wait(timeout=10)
+
+
+def _publish(db: Any, bus: Any, topic: str, event: Any, discovered: dict[str, float]) -> None:
+    register_scene(db, event)
+    discovered[event.id] = time.time()
+    bus.publish(topic, event.data.city_id, event.to_json())
+    db.mark_scene(event.id, "published")
+
+
+def _finished(db: Any, ids: Iterable[str]) -> dict[str, tuple[str, float]]:
+    """Scene id -> (final status, processed_at epoch s) for the finished ones."""
+    wanted = set(ids)
+    out = {}
+    for scene in db.scenes(statuses=["processed", "skipped", "dead_lettered"]):
+        if scene.id in wanted and scene.processed_at is not None:
+            stamp = scene.processed_at
+            stamp = stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp
+            out[scene.id] = (scene.status, stamp.timestamp())
+    return out
+
+
+def _wait_finished(db: Any, ids: Sequence[str], timeout_s: float,
+                   processes: Sequence[subprocess.Popen[bytes]]) -> dict[str, tuple[str, float]]:
+    deadline = time.monotonic() + timeout_s
+    done = _finished(db, ids)
+    while len(done) < len(ids) and time.monotonic() < deadline:
+        if any(p.poll() is not None for p in processes):
+            raise UrbanMonitorError("a load process exited early",
+                                    "read its log under var/load/run-*/")
+        time.sleep(1.0)
+        done = _finished(db, ids)
+    return done
+
+
+def _alert_latencies(observed: Observed, discovered: dict[str, float],
+                     city_item_to_scene: dict[tuple[str, str], str]) -> list[float]:
+    """Discovery -> AlertEvent for every alert revision: the triggering scene is the
+    latest of the alert's scenes whose ChangeEvent came out before the AlertEvent."""
+    out = []
+    for alert in observed.alerts:
+        best: tuple[float, str] | None = None
+        for item_id in alert["scene_ids"]:
+            scene_id = city_item_to_scene.get((alert["city_id"], item_id))
+            at = observed.change_at.get(scene_id or "")
+            if scene_id in discovered and at is not None and at <= alert["at"] + 1.0 and (
+                    best is None or at > best[0]):
+                best = (at, scene_id)  # type: ignore[assignment]
+        if best is not None:
+            out.append(alert["at"] - discovered[best[1]])
+    return out
+
+
+def run_load(opts: LoadOptions) -> dict[str, Any]:
+    from monitor.adapters.bus_kafka import KafkaBus
+    from monitor.adapters.database import Database
+    from monitor.settings import load_settings
+
+    started = time.time()
+    load_before = os.getloadavg()
+    archive = ensure_archive(opts.work_dir, size_km=opts.size_km, seed=opts.seed,
+                             start=opts.archive_start, end=opts.archive_end,
+                             progress=opts.progress)
+    warm_store = ensure_warm_state(archive, opts.work_dir, opts.warm_until,
+                                   progress=opts.progress)
+    bootstrap = _pick_bootstrap(opts)
+    db_url = fresh_database(_pick_database(opts))
+    run_id = uuid.uuid4().hex[:8]
+    run_dir = opts.work_dir / f"run-{run_id}"
+    run_dir.mkdir(parents=True)
+    city_ids = spread_city_ids(opts.cities, opts.partitions)
+    models = resolve_models()
+    config = {
+        "cities_file": "",
+        "cities": [city_entry(c, archive) for c in city_ids],
+        "bus": {"kind": "kafka", "bootstrap_servers": bootstrap,
+                "scenes_topic": f"load.{run_id}.scenes", "changes_topic": f"load.{run_id}.changes",
+                "alerts_topic": f"load.{run_id}.alerts",
+                "dead_letter_topic": f"load.{run_id}.deadletter",
+                "partitions": opts.partitions, "inference_group": f"load-{run_id}-inference",
+                "alerting_group": f"load-{run_id}-alerting", "client_id": f"load-{run_id}"},
+        "database": {"url": db_url},
+        "state": {"url": str(run_dir / "state")},
+        "models": {"s2": models["s2"], "s1": models["s1"], "threads": 1},
+        "logging": {"level": "WARNING"},
+        "providers": {PROVIDER: provider_entry()},
+    }
+    config_path = run_dir / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    settings = load_settings(config_path)
+    copy_state(warm_store, settings.state.url, city_ids)
+
+    db = Database(db_url)
+    db.init_schema()
+    bus = KafkaBus(bootstrap, client_id=f"load-{run_id}-publisher")
+    b = settings.bus
+    bus.ensure_topics([b.scenes_topic, b.changes_topic, b.alerts_topic, b.dead_letter_topic],
+                      opts.partitions)
+    python = sys.executable
+    workers = [_start([python, "-m", "monitor.reliability.load", "serve-worker",
+                       "--config", str(config_path), "--report", str(run_dir / f"worker{i}.json")],
+                      run_dir / f"worker{i}.log") for i in range(opts.workers)]
+    alerting = _start([python, "-m", "monitor.cli", "--config", str(config_path), "serve",
+                       "alerting"], run_dir / "alerting.log")
+    processes = [*workers, alerting]
+    monitor = Monitor(bootstrap, settings)
+    monitor.start()
+    per_city = {c: scene_events(archive, c, after=opts.warm_until) for c in city_ids}
+    discovered: dict[str, float] = {}
+    result: dict[str, Any] = {}
+    try:
+        monitor.wait_for_group(b.inference_group, opts.workers)
+        monitor.wait_for_group(b.alerting_group, 1)
+        ready_s = time.time() - started
+
+        # Saturation: a burst of scenes per city, all at once.
+        monitor.phase = "saturation"
+        burst = [per_city[c][i] for i in range(opts.burst_per_city) for c in city_ids]
+        t_burst = time.time()
+        for event in burst:
+            _publish(db, bus, b.scenes_topic, event, discovered)
+        done = _wait_finished(db, [e.id for e in burst], opts.drain_timeout_s, processes)
+        last = max((t for _, t in done.values()), default=time.time())
+        saturated_per_min = len(done) / max(last - t_burst, 1e-6) * 60
+
+        # Paced: one scene every 60/rate seconds, cities round-robin.
+        monitor.phase = "paced"
+        n_paced = max(1, int(opts.rate_per_min * opts.paced_s / 60))
+        cursor = opts.burst_per_city
+        paced = []
+        for i in range(n_paced):
+            city = city_ids[i % len(city_ids)]
+            index = cursor + i // len(city_ids)
+            if index < len(per_city[city]):
+                paced.append(per_city[city][index])
+        t_paced = time.time()
+        for i, event in enumerate(paced):
+            delay = t_paced + i * 60.0 / opts.rate_per_min - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            _publish(db, bus, b.scenes_topic, event, discovered)
+        paced_done = _wait_finished(db, [e.id for e in paced], opts.drain_timeout_s, processes)
+        monitor.phase = "drain"
+        time.sleep(4.0)  # let alerting fold the last changes and the lag sampler see zero
+        peaks = {f"worker{i}": vm_hwm_kib(p.pid) for i, p in enumerate(workers)}
+        peaks["alerting"] = vm_hwm_kib(alerting.pid)
+    finally:
+        _stop(processes)
+        monitor.close()
+        bus.close()
+
+    reports = []
+    for i in range(opts.workers):
+        path = run_dir / f"worker{i}.json"
+        reports.append(json.loads(path.read_text()) if path.exists() else {})
+    scene_to_city_item = {e.id: (e.data.city_id, e.data.item_id)
+                          for events in per_city.values() for e in events}
+    city_item_to_scene = {v: k for k, v in scene_to_city_item.items()}
+    paced_ids = {e.id for e in paced}
+    processed_lat = [paced_done[i][1] - discovered[i] for i in paced_ids if i in paced_done]
+    change_lat = [monitor.observed.change_at[i] - discovered[i] for i in paced_ids
+                  if i in monitor.observed.change_at]
+    alert_lat_all = _alert_latencies(monitor.observed, discovered, city_item_to_scene)
+    paced_alerts = Observed(change_at=monitor.observed.change_at,
+                            alerts=[a for a in monitor.observed.alerts if a["at"] >= t_paced])
+    alert_lat = _alert_latencies(paced_alerts, {k: v for k, v in discovered.items()
+                                                if k in paced_ids}, city_item_to_scene)
+    statuses: dict[str, int] = {}
+    for status, _ in list(done.values()) + list(paced_done.values()):
+        statuses[status] = statuses.get(status, 0) + 1
+    stage_totals: dict[str, float] = {}
+    for r in reports:
+        for k, v in r.get("times", {}).items():
+            stage_totals[k] = round(stage_totals.get(k, 0.0) + v, 2)
+    n_timed = stage_totals.get("scenes", 0) or 1
+    lag = monitor.observed.lag
+
+    def stats(values: list[float]) -> dict[str, Any]:
+        return {"n": len(values), "p50_s": _r(percentile(values, 50)),
+                "p95_s": _r(percentile(values, 95)), "max_s": _r(max(values, default=None))}
+
+    result = {
+        "machine": {"cpus": os.cpu_count(), "loadavg_before": [round(x, 2) for x in load_before],
+                    "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
+        "setup": {"workers": opts.workers, "cities": len(city_ids), "city_ids": city_ids,
+                  "partitions": opts.partitions, "grid": archive.grid.to_dict(),
+                  "city_pixels": _city_pixels(archive), "models": models,
+                  "warm_until": opts.warm_until.isoformat(), "bus": "kafka",
+                  "database": "postgresql", "run_dir": str(run_dir),
+                  "ready_s": round(ready_s, 1)},
+        "saturation": {"scenes": len(burst), "finished": len(done),
+                       "scenes_per_min": round(saturated_per_min, 2),
+                       "seconds": round(last - t_burst, 1)},
+        "paced": {"rate_per_min": opts.rate_per_min, "scenes": len(paced),
+                  "finished": len(paced_done),
+                  "discovery_to_processed": stats(processed_lat),
+                  "discovery_to_change_event": stats(change_lat),
+                  "discovery_to_alert_event": stats(alert_lat)},
+        "alerts": {"alert_events": len(monitor.observed.alerts),
+                   "discovery_to_alert_event_all_phases": stats(alert_lat_all)},
+        "scene_statuses": statuses,
+        "consumer_lag": {
+            "inference_max": max((s["inference"] for s in lag), default=None),
+            "alerting_max": max((s["alerting"] for s in lag), default=None),
+            "inference_max_paced": max((s["inference"] for s in lag if s["phase"] == "paced"),
+                                       default=None),
+            "inference_mean_paced": _r(statistics.fmean(
+                [s["inference"] for s in lag if s["phase"] == "paced"] or [0])),
+            "samples": lag},
+        "peak_rss_mib": {k: round(v / 1024, 1) if v else None for k, v in peaks.items()},
+        "worker_reports": reports,
+        "stage_seconds_per_scene": {k: round(v / n_timed, 3) for k, v in stage_totals.items()
+                                    if k != "scenes"},
+        "seconds": round(time.time() - started, 1),
+        "targets": {"throughput_scenes_per_min": 20, "p95_discovery_to_alert_s": 30},
+    }
+    db.dispose()
+    opts.output.parent.mkdir(parents=True, exist_ok=True)
+    opts.output.write_text(json.dumps(result, indent=1, default=str))
+    return result
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def _city_pixels(archive: Any) -> int:
+    from monitor.domain.grid import CityGrid
+
+    grid = CityGrid.from_aoi(archive.aoi)
+    return grid.width * grid.height
+
+
+def format_table(result: dict[str, Any]) -> str:
+    p = result["paced"]
+    rows = [
+        ("workers x cities (partitions)", f"{result['setup']['workers']} x "
+         f"{result['setup']['cities']} ({result['setup']['partitions']}), "
+         f"{result['setup']['city_pixels'] / 1e6:.2f} Mpx each"),
+        ("saturated throughput", f"{result['saturation']['scenes_per_min']} scenes/min "
+         f"({result['saturation']['finished']}/{result['saturation']['scenes']} scenes in "
+         f"{result['saturation']['seconds']} s)  [target >= 20]"),
+        ("paced rate", f"{p['rate_per_min']} scenes/min, {p['finished']}/{p['scenes']} done"),
+    ]
+    for name, key in (("discovery -> processed", "discovery_to_processed"),
+                      ("discovery -> ChangeEvent", "discovery_to_change_event"),
+                      ("discovery -> AlertEvent", "discovery_to_alert_event")):
+        s = p[key]
+        rows.append((name, f"p50 {s['p50_s']} s, p95 {s['p95_s']} s, max {s['max_s']} s "
+                     f"(n={s['n']})" + ("  [target p95 <= 30]" if "Alert" in name else "")))
+    lag = result["consumer_lag"]
+    rows.append(("consumer lag (max)", f"inference {lag['inference_max']} (paced "
+                 f"{lag['inference_max_paced']}, mean {lag['inference_mean_paced']}), "
+                 f"alerting {lag['alerting_max']}"))
+    rows.append(("peak RSS (MiB)", ", ".join(f"{k} {v}" for k, v in
+                                             result["peak_rss_mib"].items())))
+    rows.append(("stage s/scene (workers)", ", ".join(
+        f"{k} {v}" for k, v in result["stage_seconds_per_scene"].items())))
+    rows.append(("scene statuses", ", ".join(f"{k} {v}" for k, v in
+                                             sorted(result["scene_statuses"].items()))))
+    rows.append(("load average before/after", f"{result['machine']['loadavg_before']} / "
+                 f"{result['machine']['loadavg_after']} on {result['machine']['cpus']} CPUs"))
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m monitor.reliability.load",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command")
+    worker = sub.add_parser("serve-worker", help="(internal) one inference worker process")
+    worker.add_argument("--config", required=True, type=Path)
+    worker.add_argument("--report", required=True, type=Path)
+    defaults = LoadOptions()
+    parser.add_argument("--workers", type=int, default=defaults.workers)
+    parser.add_argument("--cities", type=int, default=defaults.cities)
+    parser.add_argument("--rate", type=float, default=defaults.rate_per_min,
+                        help="paced phase: scenes per minute (default %(default)s)")
+    parser.add_argument("--burst", type=int, default=defaults.burst_per_city,
+                        help="saturation phase: scenes per city published at once")
+    parser.add_argument("--paced-s", type=float, default=defaults.paced_s)
+    parser.add_argument("--partitions", type=int, default=defaults.partitions)
+    parser.add_argument("--bootstrap", help="Kafka bootstrap (default: docker/kafka.sh)")
+    parser.add_argument("--database-url", help="PostgreSQL admin URL (default: "
+                        "docker/postgres.sh); the run uses its own database on that server")
+    parser.add_argument("--output", type=Path, default=defaults.output)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if args.command == "serve-worker":
+        return serve_worker(args.config, args.report)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: "
+                        "%(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)  # one line per connection otherwise
+    opts = LoadOptions(workers=args.workers, cities=args.cities, rate_per_min=args.rate,
+                       burst_per_city=args.burst, paced_s=args.paced_s,
+                       partitions=args.partitions, bootstrap=args.bootstrap,
+                       database_url=args.database_url, output=args.output,
+                       progress=not args.no_progress)
+    result = run_load(opts)
+    print(format_table(result))
+    print(f"figures written to {opts.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
