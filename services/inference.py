@@ -21,10 +21,9 @@ log = logging.getLogger(__name__)
 
 def build_worker(runtime: Runtime) -> InferenceWorker:
     from monitor.adapters.onnx_model import OnnxChangeModel
-    from monitor.adapters.signing import signer_for
     from monitor.adapters.raster import RasterioSceneReader
+    from monitor.adapters.signing import signer_for
     from monitor.adapters.state_store import StateStore
-
     from monitor.adapters.vectorise import extract_regions_from_state
     settings = runtime.settings
     return InferenceWorker(

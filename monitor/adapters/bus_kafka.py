@@ -9,6 +9,7 @@ Every kafka-python error is turned into :class:`BusError` with what to do.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -95,10 +96,9 @@ class KafkaBus:
             new = [NewTopic(t, num_partitions=partitions, replication_factor=1)
                    for t in topics if t not in existing]
             if new:
-                try:
+                # created concurrently by another process: fine
+                with contextlib.suppress(TopicAlreadyExistsError):
                     admin.create_topics(new)
-                except TopicAlreadyExistsError:
-                    pass  # created concurrently by another process: fine
             self._wait_for_topics(admin, [t for t in topics])
         finally:
             admin.close()

@@ -9,11 +9,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+import shapely
 from pyproj import CRS, Transformer
 from shapely.geometry import Polygon, box, mapping
 from shapely.geometry.base import BaseGeometry
-import numpy as np
-import shapely
 
 from monitor.errors import GeometryError
 

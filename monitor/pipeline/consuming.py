@@ -19,7 +19,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from monitor.domain.events import CloudEvent, DeadLetterData, dead_letter_event, parse_event, utc_now
+from monitor.domain.events import (
+    CloudEvent,
+    DeadLetterData,
+    dead_letter_event,
+    parse_event,
+    utc_now,
+)
 from monitor.errors import (
     BusError,
     DatabaseError,
@@ -145,7 +151,13 @@ class EventLoop:
             tp = (message.topic, message.partition)
             if tp in blocked:
                 continue  # keep per-partition order: retry the failed one first
-            if self.process(message):
+            try:
+                done = self.process(message)
+            except BusError as exc:  # e.g. the dead-letter topic could not take it
+                log.warning("%s[%d]@%d: %s; will retry", message.topic, message.partition,
+                            message.offset, exc)
+                done = False
+            if done:
                 finished += 1
             else:
                 failures += 1
@@ -157,5 +169,9 @@ class EventLoop:
 
     def run(self, stop: threading.Event, timeout_s: float = 1.0) -> ConsumeStats:
         while not stop.is_set():
-            self.run_once(timeout_s=timeout_s)
+            try:
+                self.run_once(timeout_s=timeout_s)
+            except BusError as exc:  # the broker is away (restart, network): wait, poll again
+                log.warning("polling %s failed: %s; retrying", self.group, exc)
+                stop.wait(self.max_backoff_s / 2)
         return self.stats

@@ -132,7 +132,6 @@ def run_demo(settings: Settings, opts: DemoOptions) -> DemoResult:
     from monitor.adapters.stac_server import StacServer
     from monitor.adapters.state_store import StateStore
     from monitor.domain.events import CHANGE_TYPE
-    from monitor.domain.scoring import ChangePrediction, score_change
     from monitor.pipeline.alerting import AlertingHandler
     from monitor.pipeline.consuming import EventLoop
     from monitor.pipeline.discovery import DiscoveryCycle

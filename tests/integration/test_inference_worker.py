@@ -8,15 +8,13 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from monitor.adapters.state_store import StateStore
 from monitor.domain.events import CHANGE_TYPE, SCENE_TYPE, SceneData, parse_event
 from monitor.pipeline.runtime import Runtime, republish_unfinished
 from monitor.synthetic.archive import Archive
 from services.inference import build_loop, build_worker
-
-from tests.integration.inference_fixtures import register, runtime, scene_from_item, small_archive  # noqa: F401
+from tests.integration.inference_fixtures import register, scene_from_item
 
 
 def events_for(archive: Archive, collection: str, n: int | None = None) -> list:
@@ -135,7 +133,7 @@ def test_bad_scenes_get_a_clear_outcome_and_the_worker_goes_on(
     for event in good:
         assert runtime.db.scene(event.id).status in ("processed", "skipped")
     letters = [json.loads(m.value) for m in runtime.bus.records(runtime.settings.bus.dead_letter_topic)]  # type: ignore[attr-defined]
-    assert sorted(l["data"]["error_type"] for l in letters) == ["EventError", "SceneReadError", "SceneReadError"]
+    assert sorted(letter["data"]["error_type"] for letter in letters) == ["EventError", "SceneReadError", "SceneReadError"]
 
 
 def test_unfinished_scenes_are_republished_after_a_restart(runtime: Runtime, small_archive: Archive) -> None:
