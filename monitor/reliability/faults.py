@@ -169,10 +169,13 @@ class StacFault(Fault):
 
 
 class CorruptCog(Fault):
-    """One S2 scene's red band is a corrupt COG (its bytes half overwritten)."""
+    """One S2 scene's red band is a corrupt COG (truncated, as by a broken transfer).
+
+    (Overwriting the image bytes instead is not always detected: a tile that still
+    inflates gives garbage values without any error, and GeoTIFF has no checksum.)"""
 
     def __init__(self) -> None:
-        super().__init__("corrupt-cog", "a corrupt COG (one S2 scene's red band)",
+        super().__init__("corrupt-cog", "a corrupt COG (one S2 red band truncated)",
                          quick=True, reference="without-corrupt-scene")
         self.item_id: str | None = None
 
@@ -186,16 +189,15 @@ class CorruptCog(Fault):
         self.item_id = str(victim["id"])
         href = victim["assets"]["red"]["href"]
         source = Path(href.removeprefix("file://"))
-        data = bytearray(source.read_bytes())
-        # Keep the TIFF header, destroy the image data: the file opens, its tiles do not decode.
-        start = min(4096, len(data) // 4)
-        data[start:] = bytes((i * 37) % 251 for i in range(len(data) - start))
+        data = source.read_bytes()
+        # A truncated transfer: the header survives, the image data does not.
+        kept = data[:len(data) // 3]
         target = trial.dir / f"corrupt-{source.name}"
-        target.write_bytes(bytes(data))
+        target.write_bytes(kept)
         patched = json.loads(json.dumps(victim))
         patched["assets"]["red"]["href"] = str(target)
         trial.note(f"item {self.item_id}: red band replaced by a corrupt copy "
-                   f"({len(data) - start} of {len(data)} bytes overwritten)")
+                   f"(truncated to {len(kept)} of {len(data)} bytes)")
         return [patched if i is victim else i for i in items]
 
     def expected_dead_letters(self, trial_items: list[dict[str, Any]]) -> set[str]:

@@ -137,6 +137,7 @@ class Trial:
         self.status_dir = self.dir / "status"
         self.record = RunRecord(name=self.label)
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.killed: set[str] = set()
         self.stop_event = threading.Event()
         self.items: list[dict[str, Any]] = []
         self.settings: Any = None
@@ -204,6 +205,7 @@ class Trial:
 
     def kill_worker(self, name: str) -> None:
         proc = self.workers[name]
+        self.killed.add(name)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
 
@@ -259,8 +261,9 @@ class Trial:
                     try:
                         run_alerting(self.settings, bus, self.runtime.db, self.stop_event)
                     except UrbanMonitorError as exc:
-                        self.note(f"alerting service stopped with {type(exc).__name__}: "
-                                  f"{exc.what[:160]}; restarted")
+                        self.record.unsettled.append(
+                            f"the alerting service died with {type(exc).__name__}: "
+                            f"{exc.what[:160]} (restarted by the suite)")
                         self.stop_event.wait(1.0)
             except BaseException as exc:  # recorded: the run fails on it
                 self.alerting_error = exc
@@ -404,6 +407,10 @@ class Trial:
             rec.state_version = int(state.version)
         if self.alerting_error is not None:
             rec.unsettled.append(f"alerting thread died: {self.alerting_error!r}")
+        for name, proc in self.workers.items():
+            if name not in self.killed and proc.poll() is not None:
+                rec.unsettled.append(f"worker {name} exited by itself (code {proc.returncode}, "
+                                     f"see {self.dir / (name + '.log')})")
 
     def teardown(self) -> None:
         self.stop_event.set()
