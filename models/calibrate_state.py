@@ -93,7 +93,8 @@ def load_predictors(models_dir: Path | None = None) -> tuple[dict[str, Predictor
 
 
 def read_archive(
-    root: Path, progress: bool = True,
+    root: Path,
+    progress: bool = True,
 ) -> tuple[CityGrid, list[Scene], np.ndarray, np.ndarray, dict[str, Any]]:
     """Every scene of a synthetic archive on its grid (in time order) and its truth."""
     from monitor.synthetic.archive import load_archive
@@ -181,8 +182,9 @@ def replay(
                 p = predictors[scene.modality](*inputs)
                 if truth_change is not None and rng is not None:
                     obs_day = date_to_day(scene.acquired) + STATE_TO_EPOCH_DAYS
-                    ps, ls = sample_labels(p, inputs[2], truth_change, obs_day, horizon_days,
-                                           400, rng)
+                    ps, ls = sample_labels(
+                        p, inputs[2], truth_change, obs_day, horizon_days, 400, rng
+                    )
                     samples[scene.modality][0].append(ps)
                     samples[scene.modality][1].append(ls)
         if record and p is not None:
@@ -282,25 +284,38 @@ def check_opera(params: StateParams, predictors: dict[str, Predictor]) -> dict[s
     return totals
 
 
-SEARCH = {"s1_weight": (0.0, 0.25, 0.5, 1.0), "h_confirm": (5.0, 7.0, 9.0),
-          "min_confirm_days": (0, 60, 120)}
+SEARCH = {
+    "s1_weight": (0.0, 0.25, 0.5, 1.0),
+    "h_confirm": (5.0, 7.0, 9.0),
+    "min_confirm_days": (0, 60, 120),
+}
 
 
 # The exact search replays the models for every trial: a smaller grid.
 SEARCH_EXACT = {"s1_weight": (0.0, 0.25, 0.5), "h_confirm": (7.0, 9.0), "min_confirm_days": (0,)}
 
 
-def with_thresholds(params: StateParams, s1_weight: float, h_confirm: float,
-                    min_confirm_days: int) -> StateParams:
-    return replace(params, s1_weight=s1_weight, h_confirm=h_confirm,
-                   h_provisional=min(params.h_provisional, h_confirm),
-                   evidence_cap=max(params.evidence_cap, h_confirm + 3),
-                   min_confirm_days=min_confirm_days)
+def with_thresholds(
+    params: StateParams, s1_weight: float, h_confirm: float, min_confirm_days: int
+) -> StateParams:
+    return replace(
+        params,
+        s1_weight=s1_weight,
+        h_confirm=h_confirm,
+        h_provisional=min(params.h_provisional, h_confirm),
+        evidence_cap=max(params.evidence_cap, h_confirm + 3),
+        min_confirm_days=min_confirm_days,
+    )
 
 
-def calibrate(archive: Path, out: Path, grid_search: bool = True,
-              progress: bool = True, models_dir: Path | None = None,
-              exact: bool = False) -> dict[str, Any]:
+def calibrate(
+    archive: Path,
+    out: Path,
+    grid_search: bool = True,
+    progress: bool = True,
+    models_dir: Path | None = None,
+    exact: bool = False,
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     predictors, sources = load_predictors(models_dir)
     grid, scenes, change_date, site_labels, manifest = read_archive(archive, progress)
@@ -313,8 +328,7 @@ def calibrate(archive: Path, out: Path, grid_search: bool = True,
 
     # 1. LLR mapping per modality
     rng = np.random.default_rng(0)
-    _, samples, p_cache = replay(grid, scenes, params0, predictors, change_date, rng,
-                                 record=True)
+    _, samples, p_cache = replay(grid, scenes, params0, predictors, change_date, rng, record=True)
     mapping: dict[str, Any] = {}
     fitted = {}
     for modality in ("s2", "s1"):
@@ -354,12 +368,10 @@ def calibrate(archive: Path, out: Path, grid_search: bool = True,
         list(grid_values), desc="threshold search", disable=not progress
     ):
         params = with_thresholds(params1, s1_weight, h_confirm, min_days)
-        state, _, _ = replay(grid, scenes, params, predictors,
-                             p_cache=None if exact else p_cache)
+        state, _, _ = replay(grid, scenes, params, predictors, p_cache=None if exact else p_cache)
         score = score_state(state, change_date, site_labels, period)
         trials.append(
-            {"s1_weight": s1_weight, "h_confirm": h_confirm, "min_confirm_days": min_days,
-             **score}
+            {"s1_weight": s1_weight, "h_confirm": h_confirm, "min_confirm_days": min_days, **score}
         )
 
     def rank(t: dict[str, Any]) -> tuple[float, float, float]:
@@ -384,8 +396,9 @@ def calibrate(archive: Path, out: Path, grid_search: bool = True,
     if OPERA_DIR.is_dir():
         opera = {"chosen_s1_weight": params2.s1_weight}
         for weight in sorted({*SEARCH["s1_weight"], params2.s1_weight} - {0.0}):
-            opera[f"s1_weight={weight}"] = check_opera(replace(params2, s1_weight=weight),
-                                                       predictors)
+            opera[f"s1_weight={weight}"] = check_opera(
+                replace(params2, s1_weight=weight), predictors
+            )
     report = {
         "created": datetime.now().isoformat(timespec="seconds"),
         "archive": str(archive),
@@ -418,17 +431,27 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "var" / "calibration")
     parser.add_argument("--no-search", action="store_true", help="only fit the LLR mapping")
-    parser.add_argument("--models", type=Path, default=None,
-                        help="folder with change_s2.onnx/change_s1.onnx (+ cards); default: "
-                             "the shipped artifacts, else the classical baselines")
+    parser.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help="folder with change_s2.onnx/change_s1.onnx (+ cards); default: "
+        "the shipped artifacts, else the classical baselines",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--exact", action="store_true",
-                        help="re-run the models for every trial of a smaller grid")
+    parser.add_argument(
+        "--exact", action="store_true", help="re-run the models for every trial of a smaller grid"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    report = calibrate(args.archive, args.out, grid_search=not args.no_search,
-                       models_dir=args.models, exact=args.exact,
-                       progress=not args.quiet)
+    report = calibrate(
+        args.archive,
+        args.out,
+        grid_search=not args.no_search,
+        models_dir=args.models,
+        exact=args.exact,
+        progress=not args.quiet,
+    )
     best = report["best"]
     print(
         json.dumps(

@@ -85,12 +85,13 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
             Path(args.folds_dir),
             json_out=Path(args.json) if args.json else None,
             threads=args.threads,
+            folds=folds,
         )
     )
     if args.ship:
         from models.folds import ship_models  # torch
 
-        for path in ship_models(Path(args.folds_dir), Path(args.ship)):
+        for path in ship_models(Path(args.folds_dir), Path(args.ship), args.ship_from):
             print(f"shipped: {path}")
     return 0
 
@@ -173,6 +174,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="export the all-city models (FOLDS_DIR/all) to this folder (e.g. models/artifacts) "
         "with the leave-cities-out figures in their cards",
+    )
+    c.add_argument(
+        "--ship-from", default="all", help="which models to ship: 'all' (default) or 'fold<k>'"
     )
     c.set_defaults(func=_cmd_crossval)
 

@@ -201,10 +201,13 @@ def crossval_report(
     folds_dir: Path = DEFAULT_FOLDS_DIR,
     json_out: Path | None = None,
     threads: int = 1,
+    folds: list[int] | None = None,
 ) -> str:
     """Leave-cities-out figures: every city predicted by the fold models that never saw it."""
     results = []
     for k, held_out in enumerate(tqdm(FOLDS, desc="folds", unit="fold")):
+        if folds is not None and k not in folds:
+            continue
         fold_dir = Path(folds_dir) / f"fold{k}"
         models = load_models(fold_dir, threads)
         if not models:
@@ -222,13 +225,14 @@ def crossval_report(
             result.city = f"{name} (f{k})"
             results.append(result)
     pooled = _pool(results, skip_seen=False)
-    report = _as_json(results, pooled) | {"folds": [list(f) for f in FOLDS]}
+    used = [list(f) for k, f in enumerate(FOLDS) if folds is None or k in folds]
+    report = _as_json(results, pooled) | {"folds": used}
     json_out = json_out or Path(folds_dir) / "crossval.json"
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(report, indent=2))
     return render_table(
         results,
         pooled,
-        f"Leave-cities-out cross-validation ({len(FOLDS)} folds of 2 cities, models in {folds_dir})",
+        f"Leave-cities-out cross-validation ({len(used)} folds of 2 cities, models in {folds_dir})",
         "Pooled over all held-out pixels of all folds:",
     )

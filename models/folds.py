@@ -71,23 +71,23 @@ def train_fold(
 ROW_OF_ARCH = {"s2": "S2 Siamese U-Net", "s1": "S1 Siamese U-Net", "dual": "S1+S2 dual-stream"}
 
 
-def ship_models(folds_dir: Path, out_dir: Path) -> list[Path]:
+def ship_models(folds_dir: Path, out_dir: Path, source: str = "all") -> list[Path]:
     """Export the all-city models with the leave-cities-out figures of their architecture.
 
     Reads ``folds_dir/crossval.json`` (written by ``crossval_report``) and the checkpoints
-    ``folds_dir/all/<arch>/model.pt``.
+    ``folds_dir/<source>/<arch>/model.pt`` (``source`` = "all", or a fold as a stop-gap).
     """
     from models.export import export_checkpoint  # torch
 
     report = json.loads((folds_dir / "crossval.json").read_text())
     shipped = []
     for arch, row in ROW_OF_ARCH.items():
-        ckpt = folds_dir / "all" / arch / "model.pt"
+        ckpt = folds_dir / source / arch / "model.pt"
         if not ckpt.exists():
             log.warning("no all-city %s checkpoint at %s: not shipped", arch, ckpt)
             continue
         metrics = {
-            f"leave-cities-out pooled ({len(FOLDS)} folds x 2 cities), {name}": value
+            f"leave-cities-out pooled ({len(report['folds'])} folds x 2 cities), {name}": value
             for name, value in report["pooled"].items()
             if name == row or "(Otsu)" in name
         }

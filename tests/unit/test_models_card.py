@@ -1,0 +1,40 @@
+"""The shipped artifacts load with onnxruntime alone and their cards say what they must."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from monitor.adapters.onnx_model import OnnxChangeModel, default_artifacts_dir
+from monitor.errors import ModelError
+
+SHIPPED = default_artifacts_dir()
+
+
+@pytest.mark.skipif(
+    not (SHIPPED / "change_s2.card.json").exists(), reason=f"no shipped artifacts in {SHIPPED}"
+)
+def test_shipped_models_load_and_predict() -> None:
+    s2 = OnnxChangeModel.load()
+    info = s2.info
+    assert info.name == "change_s2" and info.modality == "s2" and len(info.sha256) == 64
+    assert info.s2_bands == ("B02", "B03", "B04", "B08", "B11", "B12")
+    assert 0.0 < info.threshold < 1.0 and info.train_cities
+    assert "NON-COMMERCIAL" in s2.card["licence"]["labels"]
+    rng = np.random.default_rng(0)
+    ref = rng.gamma(2.0, 0.05, size=(6, 37, 53)).astype(np.float32)
+    valid = np.ones((37, 53), bool)
+    valid[0] = False
+    p = s2.predict(ref, ref * 1.01, valid)
+    assert p.shape == (37, 53) and p.dtype == np.float32
+    assert np.isnan(p[0]).all() and np.all((p[1:] >= 0) & (p[1:] <= 1))
+    dual = OnnxChangeModel.load("change_dual")
+    s1 = np.full((1, 37, 53), 0.5, np.float32)
+    assert dual.predict_dual(ref, ref, s1, s1).shape == (37, 53)
+    with pytest.raises(ModelError, match="dual-stream"):
+        dual.predict(ref, ref)
+
+
+def test_missing_model_raises_model_error_with_hint(tmp_path) -> None:
+    with pytest.raises(ModelError, match="What to do"):
+        OnnxChangeModel.load(tmp_path / "nothing.onnx")
