@@ -320,9 +320,15 @@ class Database:
             if row is None:
                 raise DatabaseError(f"scene {scene_id} is not in the scene registry",
                                     "register it before changing its status")
+            stamp = _now()
+            if status == "published" and row.status != "discovered":
+                # The bus acknowledged after a worker had already taken the scene further
+                # (processing, processed, ...): keep its status, only record the time.
+                row.published_at = stamp
+                s.add(row)
+                return
             row.status = status
             row.reason = reason
-            stamp = _now()
             if status == "published":
                 row.published_at = stamp
             elif status == "processing":

@@ -119,6 +119,7 @@ class InferenceWorker:
             return self._handle(event, scene, city)
 
     def _handle(self, event: CloudEvent, scene: SceneData, city: City) -> InferenceOutcome:
+        previous = self.db.scene(event.id)  # type: ignore[attr-defined]
         self.db.mark_scene(event.id, "processing")  # type: ignore[attr-defined]
         state = self._load_state(city)
         if state.has_applied(event.id):
@@ -172,6 +173,12 @@ class InferenceWorker:
         result = state.apply(observation)
         t4 = time.perf_counter()
         if result.outcome in ("late", "skipped"):
+            if previous is not None and previous.status == "processed":
+                # A redelivery of a scene applied long ago: the state forgets applied ids
+                # past the lateness limit, the registry does not. It stays "processed".
+                self.db.mark_scene(event.id, "processed",  # type: ignore[attr-defined]
+                                   "duplicate delivery; applied earlier")
+                return InferenceOutcome(event.id, "duplicate", result.reason)
             self.db.mark_scene(event.id, "skipped", result.reason)  # type: ignore[attr-defined]
             return InferenceOutcome(event.id, "skipped", result.reason)
         version = self.store.save(city.id, state)  # type: ignore[attr-defined]
