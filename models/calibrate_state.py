@@ -209,7 +209,9 @@ def score_state(
         state.grid.pixel_size**2,
         period,
     )
-    out = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in score.to_dict().items()}
+    out: dict[str, Any] = {
+        k: (round(v, 4) if isinstance(v, float) else v) for k, v in score.to_dict().items()
+    }
     out["status_counts"] = {
         k: v
         for k, v in state.summary().items()
@@ -254,7 +256,7 @@ def opera_series(
 
 def check_opera(params: StateParams, predictors: dict[str, Predictor]) -> dict[str, Any]:
     """Run the S1 path over every OPERA burst (one orbit, no construction)."""
-    totals = {
+    totals: dict[str, float] = {
         "bursts": 0,
         "pixels": 0,
         "observations": 0,

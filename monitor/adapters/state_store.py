@@ -140,8 +140,11 @@ class StateStore:
     def _encode(self, state: CityState) -> bytes:
         buffer = io.BytesIO()
         metadata = np.frombuffer(json.dumps(state.to_metadata()).encode(), dtype=np.uint8)
-        save = np.savez_compressed if self.compress else np.savez
-        save(buffer, **state.to_arrays(), **{_METADATA_KEY: metadata})
+        arrays: dict[str, Any] = {**state.to_arrays(), _METADATA_KEY: metadata}
+        if self.compress:
+            np.savez_compressed(buffer, **arrays)
+        else:
+            np.savez(buffer, **arrays)
         return buffer.getvalue()
 
     def save(self, city_id: str, state: CityState) -> int:
