@@ -126,13 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     init.set_defaults(func=_cmd_db_init)
 
     for module_name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue  # that area is not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(module_name).register(sub)
     return parser
 
 
