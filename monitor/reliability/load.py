@@ -684,6 +684,7 @@ def run_load(opts: LoadOptions) -> dict[str, Any]:
         "targets": {"throughput_scenes_per_min": 20, "p95_discovery_to_alert_s": 30},
     }
     db.dispose()
+    shutil.rmtree(run_dir / "state", ignore_errors=True)  # ~32 MB per city and version
     opts.output.parent.mkdir(parents=True, exist_ok=True)
     opts.output.write_text(json.dumps(result, indent=1, default=str))
     return result
