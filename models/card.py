@@ -115,6 +115,7 @@ def build_card(
         "tile_margin": TILE_MARGIN,
         "threshold": ckpt["threshold"],
         "threshold_note": "F1-maximising on the training cities' full images after training",
+        "threshold_in_sample": ckpt["threshold"],
         "data_shift": DATA_SHIFT,
         "training": {
             "dataset": "OSCD (Onera Satellite Change Detection), real Sentinel-2 L1C + real labels",
@@ -165,6 +166,8 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"dynamic batch/height/width, sha256 `{card.get('onnx_sha256', '?')[:16]}…`)",
         f"- FLOPs per pixel: {card['flops_per_pixel']:,}",
         f"- Decision threshold on p(change): {card['threshold']} ({card['threshold_note']})",
+        f"- In-sample threshold (F1-maximising on the training cities, for comparison): "
+        f"{card.get('threshold_in_sample', card['threshold'])}",
         f"- Height and width must be multiples of {card['align']} (the runtime pads); "
         f"tiles keep {card['tile_margin']} px of context.",
         "",

@@ -68,14 +68,22 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_crossval(args: argparse.Namespace) -> int:
     from models.folds import FOLDS
 
-    folds = [int(f) for f in args.fold.split(",")] if args.fold else list(range(len(FOLDS)))
+    if args.fold == "none":
+        folds: list[int] = []
+    elif args.fold:
+        folds = [int(f) for f in args.fold.split(",")]
+    else:
+        folds = list(range(len(FOLDS)))
     if args.train:
         from models.folds import train_fold  # torch
 
-        for k in folds:
-            train_fold(k, args.data, args.s1, Path(args.folds_dir), args.seed, args.threads)
-        if args.final:
-            train_fold(-1, args.data, args.s1, Path(args.folds_dir), args.seed, args.threads)
+        for k in [*folds, -1] if args.final else folds:
+            train_fold(
+                k, args.data, args.s1, Path(args.folds_dir), args.seed, args.threads,
+                skip_existing=args.skip_existing,
+            )  # fmt: skip
+        if args.train_only:
+            return 0
     from models.evaluation import crossval_report
 
     print(
@@ -164,9 +172,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     data_args(c)
     c.add_argument("--folds-dir", default="var/models/folds", help="fold artifacts folder")
-    c.add_argument("--fold", default=None, help="comma-separated fold numbers (default all)")
+    c.add_argument(
+        "--fold",
+        default=None,
+        help="comma-separated fold numbers (default all; 'none' for --final alone)",
+    )
     c.add_argument("--train", action="store_true", help="train the fold models first")
     c.add_argument("--final", action="store_true", help="with --train: also train on all cities")
+    c.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="with --train: keep networks whose model.pt exists (resume an interrupted run)",
+    )
+    c.add_argument(
+        "--train-only", action="store_true", help="with --train: stop after training (no report)"
+    )
     c.add_argument("--seed", type=int, default=0, help="random seed")
     c.add_argument("--json", default=None, help="also write the figures to this JSON file")
     c.add_argument(

@@ -5,7 +5,16 @@ that a model's card lists as training cities are flagged "(seen in training)" an
 of the pooled unseen figure.
 ``crossval_report``: the leave-cities-out figure from the fold models under ``var/``.
 
-Thresholds on p(change) come from each model's card (chosen on its training cities).
+``evaluate_models`` thresholds p(change) at each model's card threshold. ``crossval_report``
+reports two threshold schemes side by side:
+
+- nested (the headline): for fold k, the threshold maximising pooled F1 over the held-out
+  predictions of the OTHER folds (cities those folds' models never saw); fold k's own
+  held-out cities never influence their threshold. The shipped all-city models get the
+  threshold maximising pooled F1 over all folds' held-out predictions.
+- in-sample (for comparison): each fold model's card threshold, F1-maximising on its own
+  training cities (over-confident: too high for unseen cities).
+
 Cities without S1 are evaluated with the S2 model in the S1 and dual rows, and said so.
 """
 
@@ -21,7 +30,14 @@ from tqdm import tqdm
 
 from models.baselines import change_vector, index_difference, otsu_change, s1_log_ratio
 from models.folds import DEFAULT_FOLDS_DIR, FOLDS
-from models.metrics import Counts, count_change
+from models.metrics import (
+    THRESHOLD_GRID,
+    Counts,
+    best_on_curve,
+    count_change,
+    counts_at_thresholds,
+    sum_curves,
+)
 from models.oscd import CityPair, list_cities, load_city
 from monitor.adapters.onnx_model import OnnxChangeModel, default_artifacts_dir
 
@@ -37,6 +53,10 @@ PUBLISHED = {
     "published: Siamese U-Net S2 (OSCD test)": 0.579,
     "published: DS-UNet S1+S2 (OSCD test)": 0.600,
 }
+THRESHOLD_METHOD = (
+    "threshold chosen by nested leave-cities-out: tuned on other folds' unseen-city "
+    "predictions; the figure reported for a city never influenced its own threshold"
+)
 _ARTIFACT = {
     "S2 Siamese U-Net": "change_s2",
     "S1 Siamese U-Net": "change_s1",
@@ -46,11 +66,16 @@ _ARTIFACT = {
 
 @dataclass
 class CityResult:
-    """Counts per row for one city, with notes (S2 fallback, seen in training)."""
+    """Counts per row for one city, with notes (S2 fallback, seen in training).
+
+    ``curves``: counts of the model rows at every ``THRESHOLD_GRID`` threshold, only for
+    rows whose own model predicted the city (not the S2 fallback).
+    """
 
     city: str
     counts: dict[str, Counts] = field(default_factory=dict)
     notes: dict[str, list[str]] = field(default_factory=dict)
+    curves: dict[str, list[Counts]] = field(default_factory=dict)
 
 
 def load_models(model_dir: Path, threads: int = 1) -> dict[str, OnnxChangeModel]:
@@ -95,7 +120,9 @@ def evaluate_city(city: CityPair, models: dict[str, OnnxChangeModel]) -> CityRes
             notes.append("no S1: S2 model used")
             result.counts[row] = count_change(s2_pred, city.label, valid)
             continue
-        pred = _predict(row, model, city, valid) >= model.info.threshold
+        prob = _predict(row, model, city, valid)
+        result.curves[row] = counts_at_thresholds(prob[valid], city.label[valid])
+        pred = prob >= model.info.threshold
         if row == "S2 Siamese U-Net":
             s2_pred = pred
         result.counts[row] = count_change(pred, city.label, valid)
@@ -195,6 +222,49 @@ def evaluate_models(
     )
 
 
+def nested_thresholds(
+    curves: dict[int, dict[str, list[list[Counts]]]],
+) -> tuple[dict[int, dict[str, float]], dict[str, float]]:
+    """Thresholds by nested leave-cities-out, from held-out curves per fold and row.
+
+    ``curves[k][row]``: the curves of fold k's held-out cities predicted by fold k's model.
+    Returns (per fold: the F1-maximising threshold over the OTHER folds' curves pooled;
+    overall: the F1-maximising threshold over all folds' curves pooled, for shipping).
+    """
+    rows = {row for per_row in curves.values() for row in per_row}
+    per_fold: dict[int, dict[str, float]] = {}
+    for k in curves:
+        per_fold[k] = {}
+        for row in sorted(rows):
+            others = [c for j, per_row in curves.items() if j != k for c in per_row.get(row, [])]
+            if others:
+                per_fold[k][row] = THRESHOLD_GRID[best_on_curve(sum_curves(others))]
+    overall = {}
+    for row in sorted(rows):
+        every = [c for per_row in curves.values() for c in per_row.get(row, [])]
+        overall[row] = THRESHOLD_GRID[best_on_curve(sum_curves(every))]
+    return per_fold, overall
+
+
+def _apply_nested(
+    results: list[CityResult], fold_of: dict[str, int], thresholds: dict[int, dict[str, float]]
+) -> list[CityResult]:
+    """The city results re-counted at their fold's nested thresholds."""
+    out = []
+    for r in results:
+        t = thresholds.get(fold_of[r.city], {})
+        nested = CityResult(r.city, notes=r.notes, curves=r.curves)
+        for row, c in r.counts.items():
+            # baselines have no threshold to choose; the S2 fallback uses the S2 threshold
+            source = row if row in r.curves else "S2 Siamese U-Net"
+            if row in MODEL_ROWS and source in r.curves and source in t:
+                nested.counts[row] = r.curves[source][THRESHOLD_GRID.index(t[source])]
+            else:
+                nested.counts[row] = c
+        out.append(nested)
+    return out
+
+
 def crossval_report(
     data: Path,
     s1: Path | None,
@@ -203,8 +273,16 @@ def crossval_report(
     threads: int = 1,
     folds: list[int] | None = None,
 ) -> str:
-    """Leave-cities-out figures: every city predicted by the fold models that never saw it."""
-    results = []
+    """Leave-cities-out figures: every city predicted by the fold models that never saw it.
+
+    Both threshold schemes are reported (module docstring); the JSON (default
+    ``folds_dir/crossval.json``) holds per-city and pooled counts of each, the thresholds,
+    and the per-city curves on ``THRESHOLD_GRID``.
+    """
+    results: list[CityResult] = []
+    fold_of: dict[str, int] = {}
+    in_sample_t: dict[int, dict[str, float]] = {}
+    curves: dict[int, dict[str, list[list[Counts]]]] = {}
     for k, held_out in enumerate(tqdm(FOLDS, desc="folds", unit="fold")):
         if folds is not None and k not in folds:
             continue
@@ -214,6 +292,8 @@ def crossval_report(
             log.warning(
                 "fold %d: no models in %s (train with 'models crossval --train')", k, fold_dir
             )
+        in_sample_t[k] = {row: m.info.threshold for row, m in models.items()}
+        curves[k] = {}
         for name in held_out:
             city = load_city(data, name, s1)
             if city.label is None:
@@ -223,16 +303,50 @@ def crossval_report(
                 if "seen in training" in result.notes.get(row, []):
                     raise RuntimeError(f"fold {k}: {row} was trained on held-out city {name}")
             result.city = f"{name} (f{k})"
+            fold_of[result.city] = k
+            for row, curve in result.curves.items():
+                curves[k].setdefault(row, []).append(curve)
             results.append(result)
-    pooled = _pool(results, skip_seen=False)
+    nested_t, shipped_t = nested_thresholds(curves)
+    nested = _apply_nested(results, fold_of, nested_t)
+    pooled = _pool(nested, skip_seen=False)
+    pooled_in_sample = _pool(results, skip_seen=False)
     used = [list(f) for k, f in enumerate(FOLDS) if folds is None or k in folds]
-    report = _as_json(results, pooled) | {"folds": used}
+    report = _as_json(nested, pooled) | {
+        "folds": used,
+        "threshold_method": THRESHOLD_METHOD,
+        "per_city_in_sample": _as_json(results, pooled_in_sample)["per_city"],
+        "pooled_in_sample": {row: c.as_dict() for row, c in pooled_in_sample.items()},
+        "thresholds": {
+            "grid": list(THRESHOLD_GRID),
+            "nested_per_fold": {f"fold{k}": t for k, t in nested_t.items()},
+            "in_sample_per_fold": {f"fold{k}": t for k, t in in_sample_t.items()},
+            "shipped": shipped_t,
+        },
+        "curves": {
+            r.city: {row: [[c.tp, c.fp, c.fn, c.tn] for c in cv] for row, cv in r.curves.items()}
+            for r in results
+        },
+    }
     json_out = json_out or Path(folds_dir) / "crossval.json"
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(report, indent=2))
-    return render_table(
-        results,
+    table = render_table(
+        nested,
         pooled,
-        f"Leave-cities-out cross-validation ({len(used)} folds of 2 cities, models in {folds_dir})",
-        "Pooled over all held-out pixels of all folds:",
+        f"Leave-cities-out cross-validation ({len(used)} folds of 2 cities, models in "
+        f"{folds_dir}); thresholds by nested leave-cities-out",
+        "Pooled over all held-out pixels of all folds (nested thresholds):",
     )
+    lines = [table, "", "Pooled, in-sample thresholds (each fold model's training cities):"]
+    lines += [f"{'pooled':<12} {row:<34} {_fmt(pooled_in_sample[row])}" for row in MODEL_ROWS
+              if row in pooled_in_sample]  # fmt: skip
+    lines += ["", "Thresholds (nested / in-sample) per fold:"]
+    for k in nested_t:
+        pairs = ", ".join(
+            f"{row.split()[0]} {nested_t[k].get(row, '-')}/{in_sample_t[k].get(row, '-')}"
+            for row in MODEL_ROWS
+        )
+        lines.append(f"  fold{k}: {pairs}")
+    lines.append(f"Shipped (all folds pooled): {shipped_t}")
+    return "\n".join(lines)

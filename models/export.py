@@ -62,8 +62,17 @@ def count_flops_per_pixel(net: torch.nn.Module, arch: str, size: int = 64) -> fl
     return total / (size * size)
 
 
-def export_checkpoint(checkpoint: Path, out_dir: Path, name: str | None = None) -> Path:
-    """Write ``<name>.onnx``, ``<name>.card.json`` and ``<name>.card.md``; returns the ONNX path."""
+def export_checkpoint(
+    checkpoint: Path,
+    out_dir: Path,
+    name: str | None = None,
+    threshold: tuple[float, str] | None = None,
+) -> Path:
+    """Write ``<name>.onnx``, ``<name>.card.json`` and ``<name>.card.md``; returns the ONNX path.
+
+    ``threshold`` = (value, how it was chosen) replaces the checkpoint's in-sample threshold
+    in the card (which keeps the in-sample one as ``threshold_in_sample``).
+    """
     net, ckpt = load_checkpoint(Path(checkpoint))
     arch = ckpt["arch"]
     name = name or ARTIFACT_NAMES[arch]
@@ -80,6 +89,8 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, name: str | None = None) 
     )  # fmt: skip
     flops = count_flops_per_pixel(net, arch)
     card = build_card(ckpt, name=name, onnx_file=onnx_path.name, flops_per_pixel=flops, align=ALIGN)
+    if threshold is not None:
+        card["threshold"], card["threshold_note"] = threshold
     metrics_file = Path(checkpoint).parent / "metrics.json"
     if metrics_file.exists():
         card["metrics"].update(json.loads(metrics_file.read_text()))

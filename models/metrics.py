@@ -66,6 +66,42 @@ def count_change(pred: np.ndarray, label: np.ndarray, valid: np.ndarray | None =
     )
 
 
+# Candidate decision thresholds on p(change), the same grid for every selection scheme.
+THRESHOLD_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
+
+
+def counts_at_thresholds(
+    prob: np.ndarray, label: np.ndarray, grid: tuple[float, ...] = THRESHOLD_GRID
+) -> list[Counts]:
+    """Counts of ``prob >= t`` for every t of ``grid`` (a precision/recall curve), 1-D inputs."""
+    label = label.astype(bool)
+    pos = np.sort(prob[label])
+    neg = np.sort(prob[~label])
+    t = np.asarray(grid, dtype=prob.dtype)
+    # number of values >= t = size - number of values < t
+    tp = pos.size - np.searchsorted(pos, t, side="left")
+    fp = neg.size - np.searchsorted(neg, t, side="left")
+    return [
+        Counts(int(a), int(b), int(pos.size - a), int(neg.size - b))
+        for a, b in zip(tp, fp, strict=True)
+    ]
+
+
+def sum_curves(curves: list[list[Counts]]) -> list[Counts]:
+    """Pool several curves on the same grid (pixels of several cities)."""
+    total = [Counts() for _ in curves[0]] if curves else []
+    for curve in curves:
+        total = [a + b for a, b in zip(total, curve, strict=True)]
+    return total
+
+
+def best_on_curve(curve: list[Counts]) -> int:
+    """Index of the F1-maximising threshold of a pooled curve (lowest index on ties)."""
+    if not curve:
+        raise ValueError("no predictions to choose a threshold from (empty curve)")
+    return int(np.argmax([c.f1 for c in curve]))
+
+
 def best_threshold(prob: np.ndarray, label: np.ndarray) -> tuple[float, float]:
     """Threshold in 0.05..0.95 maximising F1 of ``prob >= t``; returns (t, F1)."""
     best = (0.5, -1.0)
