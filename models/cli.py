@@ -80,7 +80,8 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
         for k in [*folds, -1] if args.final else folds:
             train_fold(
                 k, args.data, args.s1, Path(args.folds_dir), args.seed, args.threads,
-                skip_existing=args.skip_existing,
+                skip_existing=args.skip_existing, archs=tuple(_cities(args.archs)),
+                epochs={a: int(n) for a, n in (e.split("=") for e in _cities(args.epochs))},
             )  # fmt: skip
         if args.train_only:
             return 0
@@ -183,6 +184,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--skip-existing",
         action="store_true",
         help="with --train: keep networks whose model.pt exists (resume an interrupted run)",
+    )
+    c.add_argument(
+        "--archs", default="s2,s1,dual", help="with --train: networks to train (default all)"
+    )
+    c.add_argument(
+        "--epochs",
+        default=None,
+        help="with --train: epochs per network, e.g. 's2=32' (default: models/folds.py)",
     )
     c.add_argument(
         "--train-only", action="store_true", help="with --train: stop after training (no report)"

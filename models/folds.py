@@ -38,11 +38,14 @@ def train_fold(
     threads: int = 1,
     archs: tuple[str, ...] = ("s2", "s1", "dual"),
     skip_existing: bool = False,
+    epochs: dict[str, int] | None = None,
 ) -> dict[str, Path]:
     """Train (and export) S2, S1 and dual networks with the fold's cities held out.
 
     ``fold`` = -1 trains on all ten cities (the shipped models) into ``folds_dir/all``.
     ``skip_existing`` keeps a network whose ``model.pt`` exists (resumes an interrupted run).
+    ``epochs`` overrides the epochs of some architectures (e.g. {"s2": 32}); a dual network
+    whose S2/S1 streams are not in ``archs`` starts from ``folds_dir/<fold>/<s2|s1>``.
     """
     from models.export import export_checkpoint  # torch: imported only when training
     from models.training import TrainConfig, train
@@ -62,7 +65,7 @@ def train_fold(
             arch=arch,
             data=data,
             s1=s1,
-            epochs=DUAL_EPOCHS if arch == "dual" else S2S1_EPOCHS,
+            epochs=(epochs or {}).get(arch, DUAL_EPOCHS if arch == "dual" else S2S1_EPOCHS),
             steps_per_epoch=STEPS_PER_EPOCH,
             seed=seed,
             threads=threads,
