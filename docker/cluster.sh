@@ -109,21 +109,24 @@ cmd_start() {
     um="$(urban_monitor)"
     echo "$config" >"$CLUSTER_DIR/config.path"
     log "config $config; Kafka $URBAN_MONITOR_BUS__BOOTSTRAP_SERVERS; database ${URBAN_MONITOR_DATABASE__URL%%@*}@..."
-    # The scheduler first: it creates the schema and the topics once, so the other roles
-    # do not race to create them.
-    launch scheduler "$um" --config "$config" serve scheduler
-    wait_for_log scheduler "runtime ready"
+    # The API first: it creates the schema and the topics once, so the other roles do not
+    # race to create them (and it consumes nothing). Then the consumers, each until it has
+    # joined its group; the scheduler last, so the first scenes find every worker in the
+    # group instead of the first one to start taking all of them.
+    launch api "$um" --config "$config" serve api
+    wait_for_log api "runtime ready"
     local i
     for ((i = 1; i <= WORKERS; i++)); do
         launch "inference-$i" "$um" --config "$config" serve inference
     done
     launch alerting "$um" --config "$config" serve alerting
-    launch api "$um" --config "$config" serve api
     for ((i = 1; i <= WORKERS; i++)); do
-        wait_for_log "inference-$i" "inference worker consuming"
+        wait_for_log "inference-$i" "Setting newly assigned partitions"
     done
     wait_for_log alerting "alerting started"
     wait_for_log api "Uvicorn running"
+    launch scheduler "$um" --config "$config" serve scheduler
+    wait_for_log scheduler "scheduled discover"
     log "cluster running: $(roles | tr '\n' ' ')"
     echo "$CLUSTER_DIR"
 }

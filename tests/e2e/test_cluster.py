@@ -45,27 +45,30 @@ def spread_city_ids(n: int, partitions: int) -> list[str]:
     return [chosen[p] for p in sorted(chosen)]
 
 
-def _member_partitions(admin: object, group: str, topic: str) -> dict[str, set[int]]:
-    """member client id -> partitions of ``topic`` it owns now (describe_groups)."""
-    from kafka.protocol.consumer.group import ConsumerProtocolAssignment
+def _assigned(raw: object) -> list[tuple[str, list[int]]]:
+    """(topic, partitions) pairs of a decoded consumer-protocol assignment (dict or object)."""
+    if isinstance(raw, dict):
+        entries = raw.get("assigned_partitions") or raw.get("assignment") or []
+    else:
+        entries = getattr(raw, "assigned_partitions", None) or getattr(raw, "assignment", [])
+    out = []
+    for entry in entries or []:
+        if isinstance(entry, dict):
+            out.append((str(entry["topic"]), [int(p) for p in entry["partitions"]]))
+        else:
+            out.append((str(entry[0]), [int(p) for p in entry[1]]))
+    return out
 
+
+def _member_partitions(admin: object, group: str, topic: str) -> dict[str, set[int]]:
+    """member id -> partitions of ``topic`` it owns now (DescribeGroups)."""
     described = admin.describe_groups([group])  # type: ignore[attr-defined]
-    info = described[group] if isinstance(described, dict) else described[0]
-    members = info["members"] if isinstance(info, dict) else info.members
+    info = described[group]
     out: dict[str, set[int]] = {}
-    for member in members:
-        get = member.get if isinstance(member, dict) else (lambda k, m=member: getattr(m, k))
-        raw = get("member_assignment")
-        if isinstance(raw, bytes | bytearray):
-            raw = ConsumerProtocolAssignment.decode(raw)
-        parts: set[int] = set()
-        assignment = raw.get("assignment") if isinstance(raw, dict) else raw.assignment
-        for entry in assignment or []:
-            name, numbers = (entry["topic"], entry["partitions"]) if isinstance(entry, dict) \
-                else (entry[0], entry[1])
-            if name == topic:
-                parts.update(numbers)
-        out[str(get("client_id"))] = parts
+    for member in info["members"]:
+        parts = {p for name, numbers in _assigned(member["member_assignment"])
+                 if name == topic for p in numbers}
+        out[str(member["member_id"])] = parts
     return out
 
 
