@@ -45,8 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                     "fails. Results also go to var/reliability/faults.json.")
     faults.add_argument("--only", help="comma-separated fault names (see --list)")
     faults.add_argument("--quick", action="store_true",
-                        help="the quick subset (worker kill, STAC down, corrupt COG, webhook "
-                             "down, state write failure, duplicates)")
+                        help="the quick subset (worker kill, Kafka restart, state write "
+                             "failure, duplicates, webhook down: about 4 minutes)")
     faults.add_argument("--list", action="store_true", help="list the faults and exit")
     faults.add_argument("--workers", type=int, default=2, help="inference worker processes")
     faults.add_argument("--root", help="work folder (default var/reliability)")

@@ -114,7 +114,7 @@ class WorkerKillAfterSave(Fault):
 
 class KafkaRestart(Fault):
     def __init__(self) -> None:
-        super().__init__("kafka-restart", "restart the Kafka broker mid-stream")
+        super().__init__("kafka-restart", "restart the Kafka broker mid-stream", quick=True)
 
     def before_poll(self, trial: Trial, index: int, now: datetime) -> None:
         if index != self.strike_index(trial):
@@ -176,7 +176,7 @@ class CorruptCog(Fault):
 
     def __init__(self) -> None:
         super().__init__("corrupt-cog", "a corrupt COG (one S2 red band truncated)",
-                         quick=True, reference="without-corrupt-scene")
+                         reference="without-corrupt-scene")
         self.item_id: str | None = None
 
     def pick(self, items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -315,7 +315,7 @@ class LateListedItem(Fault):
 
 def all_faults() -> list[Fault]:
     return [WorkerKill(), WorkerKillAfterSave(), KafkaRestart(), PostgresOutage(),
-            StacFault("down", quick=True), StacFault("slow", polls=2), StacFault("garbage"),
+            StacFault("down"), StacFault("slow", polls=2), StacFault("garbage"),
             CorruptCog(), WebhookDown(), StateWriteFailure(), DuplicateEvents(),
             LateListedItem()]
 
