@@ -103,18 +103,18 @@ class StateParams:
     """
 
     # Calibrated on the synthetic archive var/synthetic/state-calib (3 km, 2019-2021, seed 7,
-    # 14 construction sites, cropland/vegetation/seasonal-water confusers) with the fold-0
-    # ONNX change models (change_s2@1.0.0+fa0d9bb2, change_s1@1.0.0+d45238b0):
-    #   python -m models.calibrate_state --models var/models/folds/fold0 --exact
+    # 14 construction sites, cropland/vegetation/seasonal-water confusers) with the shipped
+    # ONNX change models (change_s2@1.0.0+205640c3, change_s1@1.0.0+e7f85277):
+    #   python -m models.calibrate_state --exact
     # LLR mapping: balanced logistic fit of truth on logit(p); S1 weight and h_confirm: best
     # object F1 of an exact replay over s1_weight {0, .25, .5} x h_confirm {7, 9}. The S1
     # weight also keeps the real OPERA RTC series (no construction) free of any alert
-    # (0.5 still confirms nothing there; 1.0 flags 0.5 % of pixels 'first' at some point).
+    # (0.5 too; 1.0 flags 1.5 % of pixels 'first' at some point, still none confirmed).
     # Re-run it whenever the change models are retrained (see STATE.md).
-    s2_llr_slope: float = 2.259
-    s2_llr_offset: float = 1.328
-    s1_llr_slope: float = 0.589
-    s1_llr_offset: float = 1.007
+    s2_llr_slope: float = 1.867
+    s2_llr_offset: float = 0.576
+    s1_llr_slope: float = 0.744
+    s1_llr_offset: float = 1.049
     s2_weight: float = 1.0
     s1_weight: float = 0.25
     llr_clip: float = 3.0
