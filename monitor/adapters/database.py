@@ -28,7 +28,7 @@ from sqlmodel import Field, Session, SQLModel, col, create_engine, func, select
 
 from monitor.errors import DatabaseError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 T = TypeVar("T")
 
 SCENE_STATUSES = ("discovered", "published", "processing", "processed", "skipped",
@@ -128,6 +128,17 @@ class AlertRecord(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=_now, index=True)
 
 
+class FoldedChange(SQLModel, table=True):
+    """ChangeEvents already folded into the alerts: a redelivered one is not folded again
+    (its regions are an older snapshot of the state; folding them over newer alerts would
+    make spurious revisions)."""
+
+    __tablename__ = "folded_change"
+    event_id: str = Field(primary_key=True, max_length=64)
+    city_id: str = Field(max_length=64)
+    folded_at: datetime = Field(default_factory=_now)
+
+
 class Subscription(SQLModel, table=True):
     __tablename__ = "subscription"
     id: str = Field(primary_key=True, max_length=64)
@@ -164,7 +175,10 @@ class Delivery(SQLModel, table=True):
 
 
 # Numbered steps from version N-1 to N. Each is a list of SQL statements.
-MIGRATIONS: dict[int, list[str]] = {}
+MIGRATIONS: dict[int, list[str]] = {
+    2: ["CREATE TABLE IF NOT EXISTS folded_change (event_id VARCHAR(64) NOT NULL PRIMARY KEY, "
+        "city_id VARCHAR(64) NOT NULL, folded_at TIMESTAMP NOT NULL)"],
+}
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -442,14 +456,22 @@ class Database:
             return int(s.exec(q).one())
         return self._run(op)
 
+    def change_folded(self, event_id: str) -> bool:
+        """Whether the ChangeEvent ``event_id`` was already folded into the alerts."""
+        return self._run(lambda s: s.get(FoldedChange, event_id) is not None)
+
     def save_alert_changes(self, alerts: Sequence[AlertRecord],
-                           deliveries: Sequence[Delivery]) -> int:
+                           deliveries: Sequence[Delivery],
+                           folded: tuple[str, str] | None = None) -> int:
         """Write alert revisions and their outbox rows in ONE transaction (the outbox
         pattern: an alert revision is never saved without its notifications, nor the
         reverse). Rows already queued (same subscription and event) are skipped; returns
-        the number of rows queued."""
+        the number of rows queued. ``folded`` = (ChangeEvent id, city id) is recorded in
+        the same transaction (see :meth:`change_folded`)."""
         def op(s: Session) -> int:
             stamp = _now()
+            if folded is not None and s.get(FoldedChange, folded[0]) is None:
+                s.add(FoldedChange(event_id=folded[0], city_id=folded[1]))
             for alert in alerts:
                 alert.updated_at = stamp
                 s.merge(alert)

@@ -6,8 +6,9 @@ For each ChangeEvent (topic ``urban.changes.v1``, group ``alerting``):
    transaction;
 3. publish the pending bus rows (AlertEvents to ``urban.alerts.v1``, key = city id).
 
-Redelivery is harmless: the tracking makes no revision for an event already applied, and
-an outbox row left unpublished by a crash between steps 2 and 3 is published on the next
+Redelivery is harmless: the ids of folded ChangeEvents are saved with the revisions they
+made (table ``folded_change``), so an event delivered again is not folded again, and an
+outbox row left unpublished by a crash between steps 2 and 3 is published on the next
 event (or at start). AlertEvent ids are ``hash(alert id, revision)``.
 """
 
@@ -84,15 +85,26 @@ def record_to_event(record: AlertRecord, time: datetime | None = None) -> CloudE
 
 
 def apply_change_event(db: Database, change: ChangeData, *, rules: AlertRules,
-                       alerts_topic: str | None) -> list[CloudEvent]:
+                       alerts_topic: str | None, event_id: str | None = None) -> list[CloudEvent]:
     """Fold one ChangeEvent into the city's alerts; save revisions and their outbox rows.
-    Returns the AlertEvents of the new revisions (empty when nothing changed)."""
+    Returns the AlertEvents of the new revisions (empty when nothing changed).
+
+    With ``event_id``, an event already folded is ignored: its regions are an older
+    snapshot of the state, and folding them again over newer alerts (a redelivery after a
+    crash, a duplicate) would make revisions that a single delivery does not."""
+    if event_id is not None and db.change_folded(event_id):
+        log.info("change event %s of city %s was already folded: ignored", event_id,
+                 change.city_id)
+        return []
+    folded = (event_id, change.city_id) if event_id is not None else None
     records = {r.id: r for r in db.alerts(city_id=change.city_id, limit=None)}
     result = track_alerts([record_to_alert(r) for r in records.values()], change.regions,
                           city_id=change.city_id, model_version=change.model_version,
                           scene_ids=change.scene_ids, observed=change.acquired.date(),
                           rules=rules)
     if not result.changed:
+        if folded is not None:
+            db.save_alert_changes([], [], folded=folded)
         return []
     subscriptions = db.subscriptions(active_only=True)
     new_records: list[AlertRecord] = []
@@ -106,7 +118,7 @@ def apply_change_event(db: Database, change: ChangeData, *, rules: AlertRules,
         deliveries.extend(plan_deliveries(event, subscriptions, alerts_topic))
         log.info("alert %s of city %s: revision %d, %s (%s)", alert.alert_id, alert.city_id,
                  alert.revision, alert.status, result.reasons.get(alert.alert_id, ""))
-    db.save_alert_changes(new_records, deliveries)
+    db.save_alert_changes(new_records, deliveries, folded=folded)
     return events
 
 
@@ -124,7 +136,8 @@ class AlertingHandler:
     def __call__(self, event: CloudEvent, message: Message | None = None) -> None:
         change = event.data
         assert isinstance(change, ChangeData)  # EventLoop checked the type
-        apply_change_event(self.db, change, rules=self.rules, alerts_topic=self.alerts_topic)
+        apply_change_event(self.db, change, rules=self.rules, alerts_topic=self.alerts_topic,
+                           event_id=event.id)
         self.published += publish_pending(self.db, self.bus, now=datetime.now(UTC))
 
     def handle_all(self, events: Sequence[CloudEvent]) -> None:

@@ -94,9 +94,15 @@ class RunRecord:
                 for rev in range(1, revision + 1)}
 
 
-def resolve_models() -> dict[str, str]:
+def resolve_models(snapshot_dir: Path | None = None) -> dict[str, str]:
     """The shipped artifacts when they exist, else the cross-validation fold-0 models, else
-    whatever the settings (and URBAN_MONITOR_MODELS__*) say."""
+    whatever the settings (and URBAN_MONITOR_MODELS__*) say.
+
+    With ``snapshot_dir``, the chosen card + ONNX pairs are copied there first and the
+    copies are used: every run of a suite then runs the same bytes even if the artifacts
+    are re-exported meanwhile (a changed model would change the state, not a fault)."""
+    import shutil
+
     out: dict[str, str] = {}
     for modality in ("s2", "s1"):
         env = os.environ.get(f"URBAN_MONITOR_MODELS__{modality.upper()}")
@@ -105,11 +111,18 @@ def resolve_models() -> dict[str, str]:
         if env:
             out[modality] = env
         elif shipped.exists():
-            out[modality] = f"change_{modality}"
+            out[modality] = str(shipped)
         elif fold.exists():
-            out[modality] = str(fold)
+            out[modality] = str(fold.with_name(fold.stem + ".card.json"))
         else:
             out[modality] = f"change_{modality}"
+        card = Path(out[modality])
+        if snapshot_dir is not None and card.suffix == ".json" and card.exists():
+            onnx = card.parent / json.loads(card.read_text())["onnx"]
+            snapshot_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(onnx, snapshot_dir / onnx.name)
+            shutil.copy2(card, snapshot_dir / card.name)
+            out[modality] = str(snapshot_dir / card.name)
     return out
 
 

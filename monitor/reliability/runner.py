@@ -63,7 +63,7 @@ def run_suite(opts: SuiteOptions) -> SuiteResult:
         archive = generate_archive(opts.root / "archive", archive_params(),
                                    progress=opts.progress)
         env = SuiteEnvironment(root=opts.root, services=services, archive=archive,
-                               models=resolve_models(), workers=opts.workers)
+                               models=resolve_models(opts.root / "models"), workers=opts.workers)
         references: dict[str, RunRecord] = {}
 
         def reference_for(fault: Fault) -> RunRecord:
