@@ -86,7 +86,12 @@ class ArchiveParams:
 
     def param_hash(self) -> str:
         """Stable hash of the parameters and the generator version (the cache key)."""
-        payload = json.dumps({"v": GENERATOR_VERSION, **self.to_dict()}, sort_keys=True)
+        data = self.to_dict()
+        # 10 and 10.0 are the same size: normalise float fields so the cache key agrees.
+        for f in fields(self):
+            if f.type in ("float", float) and data[f.name] is not None:
+                data[f.name] = float(data[f.name])  # type: ignore[arg-type]
+        payload = json.dumps({"v": GENERATOR_VERSION, **data}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def city_grid(self) -> CityGrid:
