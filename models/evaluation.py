@@ -118,6 +118,8 @@ def evaluate_city(city: CityPair, models: dict[str, OnnxChangeModel]) -> CityRes
             if s2_pred is None:
                 continue
             notes.append("no S1: S2 model used")
+            if city.name in models["S2 Siamese U-Net"].info.train_cities:
+                notes.append("seen in training")  # by the S2 model standing in
             result.counts[row] = count_change(s2_pred, city.label, valid)
             continue
         prob = _predict(row, model, city, valid)

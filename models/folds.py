@@ -103,10 +103,13 @@ def ship_models(folds_dir: Path, out_dir: Path, source: str = "all") -> list[Pat
             log.warning("no all-city %s checkpoint at %s: not shipped", arch, ckpt)
             continue
         metrics: dict = {
-            f"leave-cities-out pooled ({n} folds x 2 cities, nested thresholds), {name}": value
-            for name, value in report["pooled"].items()
-            if name == row or "(Otsu)" in name
+            f"leave-cities-out pooled ({n} folds x 2 cities, nested thresholds), {row}": report[
+                "pooled"
+            ][row]
         }
+        for name, value in report["pooled"].items():
+            if "Otsu" in name:  # classical baselines: Otsu threshold per image, nothing tuned
+                metrics[f"leave-cities-out pooled ({n} folds x 2 cities), baseline {name}"] = value
         if row in report.get("pooled_in_sample", {}):
             key = f"leave-cities-out pooled ({n} folds x 2 cities, in-sample thresholds), {row}"
             metrics[key] = report["pooled_in_sample"][row]
