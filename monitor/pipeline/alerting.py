@@ -132,13 +132,15 @@ class AlertingHandler:
         self.rules = rules_from(settings)
         self.alerts_topic = alerts_topic
         self.published = 0
+        self._unmarked: set[int] = set()  # outbox rows on the bus, not yet marked delivered
 
     def __call__(self, event: CloudEvent, message: Message | None = None) -> None:
         change = event.data
         assert isinstance(change, ChangeData)  # EventLoop checked the type
         apply_change_event(self.db, change, rules=self.rules, alerts_topic=self.alerts_topic,
                            event_id=event.id)
-        self.published += publish_pending(self.db, self.bus, now=datetime.now(UTC))
+        self.published += publish_pending(self.db, self.bus, now=datetime.now(UTC),
+                                          unmarked=self._unmarked)
 
     def handle_all(self, events: Sequence[CloudEvent]) -> None:
         for event in events:

@@ -80,9 +80,14 @@ def plan_deliveries(event: CloudEvent, subscriptions: Sequence[Subscription],
 
 
 def publish_pending(db: Database, bus: Bus, *, now: datetime | None = None,
-                    limit: int = 500) -> int:
-    """Publish due bus rows (key = city id) and mark them delivered; returns how many."""
+                    limit: int = 500, unmarked: set[int] | None = None) -> int:
+    """Publish due bus rows (key = city id) and mark them delivered; returns how many.
+
+    ``unmarked`` (kept by the caller between calls) holds rows the bus took but the
+    database could not mark (it went down in between): they are marked, not published a
+    second time. Only a crash in that window still sends a copy (same event id)."""
     now = now or datetime.now(UTC)
+    unmarked = unmarked if unmarked is not None else set()
     sent = 0
     while True:
         rows = db.due_deliveries(now, limit=limit, channel_prefix=BUS_CHANNEL_PREFIX)
@@ -90,10 +95,13 @@ def publish_pending(db: Database, bus: Bus, *, now: datetime | None = None,
             return sent
         for row in rows:
             assert row.id is not None
-            topic = row.subscription_id.removeprefix(BUS_CHANNEL_PREFIX)
-            city_id = json.loads(row.payload).get("subject", "unknown")
-            bus.publish(topic, city_id, row.payload.encode("utf-8"))  # BusError propagates
+            if row.id not in unmarked:
+                topic = row.subscription_id.removeprefix(BUS_CHANNEL_PREFIX)
+                city_id = json.loads(row.payload).get("subject", "unknown")
+                bus.publish(topic, city_id, row.payload.encode("utf-8"))  # BusError propagates
+                unmarked.add(row.id)
             db.finish_delivery(row.id, status="delivered", attempted_at=now)
+            unmarked.discard(row.id)
             sent += 1
         bus.flush()
         if len(rows) < limit:
