@@ -271,6 +271,10 @@ def _new_alert(city_id: str, regions: Sequence[ChangeRegion], geoms: Sequence[Ba
 def _update_alert(target: Alert, absorbed: Sequence[Alert], regions: Sequence[ChangeRegion],
                   geoms: Sequence[BaseGeometry], metric: Any, model_version: str,
                   scenes: tuple[str, ...], observed: date, rules: AlertRules) -> Alert | None:
+    if target.status == "confirmed":
+        # A confirmed site's footprint grows only with confirmed pixels: its flickering
+        # first/provisional fringe would otherwise make a new revision on every scene.
+        geoms = [g for g, r in zip(geoms, regions, strict=True) if r.status == "confirmed"]
     parts = [target.geometry, *(a.geometry for a in absorbed), *geoms]
     geometry = unary_union(parts)
     old_metric, new_metric = metric(target.geometry), metric(geometry)

@@ -124,3 +124,22 @@ def test_bad_region_geometry_is_an_alert_error() -> None:
                                                                       "coordinates": [15, 59]}})
     with pytest.raises(AlertError, match="region x"):
         apply([], [bad])
+
+
+def test_confirmed_site_ignores_its_flickering_fringe() -> None:
+    confirmed = region("c", 0, 0, 40, 30, status="confirmed", confirmed=date(2024, 4, 1),
+                       confidence=0.9)
+    _, alerts = apply([], [confirmed])
+    (site,) = alerts
+    assert site.status == "confirmed"
+    # the next scene sees the same confirmed core plus a 'first' fringe next to it
+    fringe = region("f", 40, 0, 10, 30, status="first", confidence=0.9)
+    changed, after = apply(alerts, [confirmed, fringe], scene="s2")
+    assert changed == []
+    assert after[0].area_m2 == pytest.approx(site.area_m2)
+    # the core growing with confirmed pixels still updates the one alert
+    grown = region("c", 0, 0, 50, 30, status="confirmed", confirmed=date(2024, 4, 1),
+                   confidence=0.9)
+    changed, after = apply(alerts, [grown], scene="s3")
+    assert len(changed) == 1 and changed[0].revision == 2
+    assert changed[0].area_m2 == pytest.approx(1500, rel=1e-6)
