@@ -118,8 +118,26 @@ class InferenceWorker:
         with self._lock:  # one scene at a time per worker: the state is not shared
             return self._handle(event, scene, city)
 
+    def _ensure_registered(self, event: CloudEvent, scene: SceneData) -> object:
+        """The scene's registry row. A scene published by another tool (not our scheduler)
+        is registered here, so its outcome is recorded instead of stalling the partition."""
+        db = self.db
+        row = db.scene(event.id)  # type: ignore[attr-defined]
+        if row is not None:
+            return row
+        db.register_scene(  # type: ignore[attr-defined]
+            event.id, city_id=scene.city_id, source=event.source, provider=scene.provider,
+            collection=scene.collection, item_id=scene.item_id, modality=scene.modality,
+            acquired=scene.acquired, event_json=event.to_json().decode("utf-8"))
+        if db.scene(event.id) is None:  # type: ignore[attr-defined]
+            raise SceneReadError(
+                scene.item_id, f"event {event.id} is not the registered event of this item "
+                "(another event id holds it in the scene registry)",
+                "publish scenes with the deterministic id of monitor.domain.events.scene_event")
+        return None  # new: no previous outcome
+
     def _handle(self, event: CloudEvent, scene: SceneData, city: City) -> InferenceOutcome:
-        previous = self.db.scene(event.id)  # type: ignore[attr-defined]
+        previous = self._ensure_registered(event, scene)
         self.db.mark_scene(event.id, "processing")  # type: ignore[attr-defined]
         state = self._load_state(city)
         if state.has_applied(event.id):

@@ -174,3 +174,13 @@ def _shifted_copy(path: Path, tmp_path: Path) -> Path:
         with rasterio.open(out, "w", **profile) as dst:
             dst.write(src.read())
     return out
+
+
+def test_scene_missing_from_the_registry_is_registered_not_stalled(
+        runtime: Runtime, small_archive: Archive) -> None:
+    worker = build_worker(runtime)
+    event = events_for(small_archive, "sentinel-2-l2a", 1)[0]
+    assert runtime.db.scene(event.id) is None  # published by another tool
+    outcome = worker.handle(event)
+    row = runtime.db.scene(event.id)
+    assert row is not None and row.status == outcome.status and row.status in ("processed", "skipped")

@@ -1,0 +1,3 @@
+"""Fixtures shared with the integration tests."""
+
+from tests.integration.inference_fixtures import small_archive  # noqa: F401
