@@ -2,7 +2,8 @@
 
 The inference worker calls :func:`extract_regions` after folding a scene into a city's
 state. Regions are the connected components (8-connected: diagonal neighbours belong to
-the same patch) of pixels whose lifecycle status is not 'none'. Polygons are traced with
+the same patch) of active pixels (first/provisional/confirmed), and separately of
+retracted pixels, so that retracted speckle never chains two sites together. Polygons are traced with
 ``rasterio.features.shapes`` in the grid CRS (pixel-exact edges), then reprojected to
 EPSG:4326 as the event contract asks.
 
@@ -70,8 +71,14 @@ def extract_regions(status: np.ndarray, grid: CityGrid, *, first_day: np.ndarray
                       ("confirm_day", confirm_day), ("change_day", change_day),
                       ("confidence", confidence)):
         _check(name, arr, shape_)
-    mask = status != 0
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    # Active pixels (first/provisional/confirmed) and retracted pixels are labelled apart:
+    # retracted speckle accumulates over the years and would otherwise chain distinct
+    # sites into one patch (and the alerting would merge them into one alert).
+    eight = np.ones((3, 3), dtype=bool)
+    labels, n_active = ndimage.label((status >= 1) & (status <= 3), structure=eight)
+    retracted, n_retracted = ndimage.label(status == 4, structure=eight)
+    labels = np.where(retracted > 0, retracted + n_active, labels).astype(np.int32)
+    n = n_active + n_retracted
     if n == 0:
         return []
     index = np.arange(1, n + 1)

@@ -106,3 +106,22 @@ def test_state_object_and_shape_mismatch() -> None:
         extract_regions(s["status"][:5], GRID, first_day=s["first_day"],
                         confirm_day=s["confirm_day"], change_day=s["change_day"],
                         model_version="m1")
+
+
+def test_retracted_pixels_do_not_chain_two_sites() -> None:
+    from datetime import date
+
+    from monitor.adapters.vectorise import extract_regions
+    from monitor.domain.grid import CityGrid
+
+    grid = CityGrid(epsg=32631, origin_x=500000.0, origin_y=5000000.0, width=12, height=4)
+    status = np.zeros(grid.shape, dtype=np.uint8)
+    status[1:3, 0:3] = 3          # site A, confirmed
+    status[1:3, 3:9] = 4          # a band of retracted speckle touching both
+    status[1:3, 9:12] = 2         # site B, provisional
+    day = np.where(status > 0, 3000, 0).astype(np.uint16)
+    regions = extract_regions(status, grid, first_day=day, confirm_day=np.where(status == 3, 3010, 0),
+                              change_day=day, model_version="m", city_id="c")
+    assert sorted(r.status for r in regions) == ["confirmed", "provisional", "retracted"]
+    assert {r.n_pixels for r in regions} == {6, 12}
+    assert all(r.first_detected > date(2014, 1, 1) for r in regions)
