@@ -43,9 +43,10 @@ from typing import Any
 
 import shapely
 from pyproj import Transformer
+from shapely.errors import GEOSException
 from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
-from shapely.ops import unary_union
+from shapely.ops import unary_union as _unary_union
 
 from monitor.domain.events import ChangeRegion, deterministic_id
 from monitor.domain.grid import utm_epsg_for
@@ -54,6 +55,30 @@ from monitor.errors import AlertError
 STATUSES = ("first", "provisional", "confirmed", "retracted")
 # Lifecycle order of the active statuses; 'retracted' is outside it.
 STATUS_RANK = {"first": 1, "provisional": 2, "confirmed": 3}
+
+
+def _snap(geom: BaseGeometry) -> BaseGeometry:
+    """Repair a geometry on a fine grid: 1 cm in metric CRSs, ~1 cm (1e-7 deg) in lon/lat."""
+    grid = 0.01 if max(abs(v) for v in geom.bounds) > 1000 else 1e-7
+    return shapely.make_valid(shapely.set_precision(geom, grid))
+
+
+def robust(op: Any, *geoms: BaseGeometry) -> BaseGeometry:
+    """``op(*geoms)``, retried on snapped and repaired inputs when GEOS reports a topology
+    error (pixel-traced polygons reprojected between CRSs can meet at nearly-coincident
+    vertices)."""
+    try:
+        return op(*geoms)
+    except GEOSException:
+        return op(*(_snap(g) for g in geoms))
+
+
+def unary_union(geoms: Any) -> BaseGeometry:
+    parts = list(geoms)
+    try:
+        return _unary_union(parts)
+    except GEOSException:
+        return _unary_union([_snap(g) for g in parts])
 
 
 @dataclass(frozen=True)
@@ -178,9 +203,17 @@ def track_alerts(existing: Sequence[Alert], regions: Sequence[ChangeRegion], *, 
     uf = _UnionFind(len(nodes))
     tree = shapely.STRtree(nodes)
     left, right = tree.query(nodes, predicate="dwithin", distance=rules.match_distance_m)
+    retracted = [r.status == "retracted" for r in regions]
     for i, j in zip(left.tolist(), right.tolist(), strict=True):
-        if i < n_regions or j < n_regions:  # alerts never merge without a region between
-            uf.union(i, j)
+        if i >= n_regions and j >= n_regions:
+            continue  # alerts never merge without a region between
+        a, b = (i, j) if i < n_regions else (j, i)  # a is a region
+        if retracted[a] or (b < n_regions and retracted[b]):
+            # A retracted patch only speaks for the alert it lies on: it never joins two
+            # patches or two alerts into one site (old false-alarm speckle is everywhere).
+            if b < n_regions or not robust(shapely.intersects, nodes[a], nodes[b]):
+                continue
+        uf.union(i, j)
     components: dict[int, list[int]] = {}
     for i in range(len(nodes)):
         components.setdefault(uf.find(i), []).append(i)
@@ -278,7 +311,7 @@ def _update_alert(target: Alert, absorbed: Sequence[Alert], regions: Sequence[Ch
     parts = [target.geometry, *(a.geometry for a in absorbed), *geoms]
     geometry = unary_union(parts)
     old_metric, new_metric = metric(target.geometry), metric(geometry)
-    geometry_changed = (old_metric.symmetric_difference(new_metric).area
+    geometry_changed = (robust(shapely.symmetric_difference, old_metric, new_metric).area
                         > rules.min_geometry_change_m2)
     region_status = _site_status(regions)
     if region_status == "retracted":

@@ -143,3 +143,14 @@ def test_confirmed_site_ignores_its_flickering_fringe() -> None:
     changed, after = apply(alerts, [grown], scene="s3")
     assert len(changed) == 1 and changed[0].revision == 2
     assert changed[0].area_m2 == pytest.approx(1500, rel=1e-6)
+
+
+def test_retracted_speckle_between_two_sites_does_not_merge_them() -> None:
+    a = region("a", 0, 0, 40, 30, status="provisional")
+    b = region("b", 100, 0, 40, 30, status="provisional")
+    _, alerts = apply([], [a, b])
+    assert len(alerts) == 2
+    speckle = region("s", 35, 0, 70, 10, status="retracted", confidence=0.05)
+    changed, after = apply(alerts, [a, b, speckle], scene="s2")
+    assert len(after) == 2 and all(x.status == "provisional" for x in after)
+    assert all(x.revision == 1 for x in after) and changed == []
