@@ -204,16 +204,23 @@ def track_alerts(existing: Sequence[Alert], regions: Sequence[ChangeRegion], *, 
     tree = shapely.STRtree(nodes)
     left, right = tree.query(nodes, predicate="dwithin", distance=rules.match_distance_m)
     retracted = [r.status == "retracted" for r in regions]
+    best_alert: dict[int, tuple[float, int]] = {}  # retracted region -> (overlap, alert node)
     for i, j in zip(left.tolist(), right.tolist(), strict=True):
         if i >= n_regions and j >= n_regions:
             continue  # alerts never merge without a region between
         a, b = (i, j) if i < n_regions else (j, i)  # a is a region
-        if retracted[a] or (b < n_regions and retracted[b]):
-            # A retracted patch only speaks for the alert it lies on: it never joins two
-            # patches or two alerts into one site (old false-alarm speckle is everywhere).
-            if b < n_regions or not robust(shapely.intersects, nodes[a], nodes[b]):
-                continue
+        if b < n_regions and (retracted[a] or retracted[b]):
+            continue  # a retracted patch never joins another patch
+        if retracted[a]:
+            # ...and speaks only for the one alert it overlaps most: old false-alarm
+            # speckle lies everywhere and must not join two sites into one.
+            overlap = robust(shapely.intersection, nodes[a], nodes[b]).area
+            if overlap > 0 and overlap > best_alert.get(a, (0.0, -1))[0]:
+                best_alert[a] = (overlap, b)
+            continue
         uf.union(i, j)
+    for a, (_, b) in best_alert.items():
+        uf.union(a, b)
     components: dict[int, list[int]] = {}
     for i in range(len(nodes)):
         components.setdefault(uf.find(i), []).append(i)
@@ -304,10 +311,13 @@ def _new_alert(city_id: str, regions: Sequence[ChangeRegion], geoms: Sequence[Ba
 def _update_alert(target: Alert, absorbed: Sequence[Alert], regions: Sequence[ChangeRegion],
                   geoms: Sequence[BaseGeometry], metric: Any, model_version: str,
                   scenes: tuple[str, ...], observed: date, rules: AlertRules) -> Alert | None:
+    # A retracted patch can retract a site but never extends its footprint.
+    kept = [(g, r) for g, r in zip(geoms, regions, strict=True) if r.status != "retracted"]
+    geoms = [g for g, _ in kept]
     if target.status == "confirmed":
         # A confirmed site's footprint grows only with confirmed pixels: its flickering
         # first/provisional fringe would otherwise make a new revision on every scene.
-        geoms = [g for g, r in zip(geoms, regions, strict=True) if r.status == "confirmed"]
+        geoms = [g for g, r in kept if r.status == "confirmed"]
     parts = [target.geometry, *(a.geometry for a in absorbed), *geoms]
     geometry = unary_union(parts)
     old_metric, new_metric = metric(target.geometry), metric(geometry)
