@@ -60,7 +60,11 @@ STATUS_RANK = {"first": 1, "provisional": 2, "confirmed": 3}
 def _snap(geom: BaseGeometry) -> BaseGeometry:
     """Repair a geometry on a fine grid: 1 cm in metric CRSs, ~1 cm (1e-7 deg) in lon/lat."""
     grid = 0.01 if max(abs(v) for v in geom.bounds) > 1000 else 1e-7
-    return shapely.make_valid(shapely.set_precision(geom, grid))
+    geom = shapely.make_valid(geom)
+    try:
+        return shapely.make_valid(shapely.set_precision(geom, grid))
+    except GEOSException:
+        return geom.buffer(0)
 
 
 def robust(op: Any, *geoms: BaseGeometry) -> BaseGeometry:
@@ -70,7 +74,11 @@ def robust(op: Any, *geoms: BaseGeometry) -> BaseGeometry:
     try:
         return op(*geoms)
     except GEOSException:
+        pass
+    try:
         return op(*(_snap(g) for g in geoms))
+    except GEOSException:
+        return op(*(_snap(g).buffer(0) for g in geoms))
 
 
 def unary_union(geoms: Any) -> BaseGeometry:

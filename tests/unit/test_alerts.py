@@ -154,3 +154,14 @@ def test_retracted_speckle_between_two_sites_does_not_merge_them() -> None:
     changed, after = apply(alerts, [a, b, speckle], scene="s2")
     assert len(after) == 2 and all(x.status == "provisional" for x in after)
     assert all(x.revision == 1 for x in after) and changed == []
+
+
+def test_geometry_operations_survive_invalid_inputs() -> None:
+    from shapely.geometry import Polygon
+
+    from monitor.domain.alerts import robust, unary_union
+
+    bowtie = Polygon([(0, 0), (10, 10), (10, 0), (0, 10), (0, 0)])  # self-intersecting
+    other = box(5, 5, 15, 15)
+    assert robust(shapely.symmetric_difference, bowtie, other).area > 0
+    assert unary_union([bowtie, other]).area > 0
