@@ -178,6 +178,8 @@ class InferenceWorker:
         if model_inputs is not None:
             reference, current, model_valid = model_inputs
             model = self.s2_model if scene.modality == "s2" else self.s1_model
+            if scene.modality == "s1" and state.params.s1_weight == 0:
+                model = None  # radar carries no weight (calibration): references only
             if model is not None:
                 p_change = model.predict(reference, current, model_valid)  # type: ignore[attr-defined]
                 p_change = np.where(model_valid, p_change, np.nan).astype(np.float32)
