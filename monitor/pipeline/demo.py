@@ -70,9 +70,19 @@ def _as_date(value: Any) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
-def _demo_settings(settings: Settings, stac_url: str, aoi_geojson: dict[str, Any]) -> Settings:
-    """The demo's settings with the served archive's URL and the synthetic city."""
+def run_dir_for(opts: DemoOptions) -> Path:
+    """Where one demo run keeps its database and states: beside its report, so two demos
+    with different reports never share (or wipe) each other's outputs."""
+    return opts.report_path.parent / f"{opts.report_path.stem}-run"
+
+
+def _demo_settings(settings: Settings, stac_url: str, aoi_geojson: dict[str, Any],
+                   run_dir: Path) -> Settings:
+    """The demo's settings with the served archive's URL, the synthetic city, and the
+    run's own database and state folder."""
     data = settings.model_dump()
+    data["database"]["url"] = f"sqlite:///{run_dir / 'urban-monitor.db'}"
+    data["state"]["url"] = str(run_dir / "state")
     data["providers"]["synthetic"]["url"] = stac_url
     city = settings.cities[0] if settings.cities else None
     data["cities"] = [CitySettings(
@@ -149,9 +159,23 @@ def run_demo(settings: Settings, opts: DemoOptions) -> DemoResult:
     archive = generate_archive(opts.archive_dir, params, progress=opts.progress)
     result.stage_seconds["generate"] = round(time.perf_counter() - t, 2)
 
+    run_dir = run_dir_for(opts)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(run_dir / ".lock", "w")  # noqa: SIM115 - held for the whole run
+    try:
+        import fcntl
+
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        from monitor.errors import UrbanMonitorError
+
+        raise UrbanMonitorError(
+            f"another demo is running with the outputs in {run_dir}",
+            "wait for it to finish, or give this one another --report path") from None
     with StacServer(list(archive.collection_paths.values()),
                     list(archive.item_collection_paths.values())) as server:
-        settings = _demo_settings(settings, server.url, dict(archive.aoi.__geo_interface__))
+        settings = _demo_settings(settings, server.url, dict(archive.aoi.__geo_interface__),
+                                  run_dir)
         if opts.fresh:
             _reset_outputs(settings)
         runtime = build_runtime(settings, bus=EmbeddedBus(settings.bus.partitions))
@@ -212,6 +236,7 @@ def run_demo(settings: Settings, opts: DemoOptions) -> DemoResult:
             result.score = _score(state, archive)
             result.report = _write_report(settings, runtime, state, alerts, archive, result, opts)
         runtime.close()
+    lock.close()  # releases the run folder
     result.seconds = round(time.perf_counter() - started, 1)
     return result
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from datetime import date
 from pathlib import Path
 
@@ -27,6 +28,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         overrides.update(size_km=overrides["size_km"] or 2.0,
                          end=overrides["end"] or date(2020, 6, 30))
     opts = options_from_settings(settings, **overrides)
+    if args.log_level is None:
+        # The replay polls hundreds of times: per-poll and per-alert lines would bury the
+        # progress bar. --log-level INFO brings them back.
+        for name in ("monitor.pipeline.discovery", "monitor.pipeline.alerting",
+                     "monitor.adapters.stac_server", "monitor.pipeline.runtime", "httpx"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     result = run_demo(settings, opts)
     print()
     print("Urban Monitor demo — summary")

@@ -45,7 +45,7 @@ def test_demo_config_inherits_from_default() -> None:
     settings = load_settings(CONFIG_DIR / "demo.yaml")
     assert [c.id for c in settings.cities] == ["demo-city"]
     assert "earth-search" in settings.providers and "synthetic" in settings.providers
-    assert settings.database.url.endswith("var/demo/urban-monitor.db")
+    assert settings.bus.kind == "embedded" and settings.demo["size_km"] == 5
 
 
 def test_environment_overrides_the_file(monkeypatch: pytest.MonkeyPatch) -> None:
