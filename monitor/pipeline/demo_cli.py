@@ -28,13 +28,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         overrides.update(size_km=overrides["size_km"] or 2.0,
                          end=overrides["end"] or date(2020, 6, 30))
     opts = options_from_settings(settings, **overrides)
+    quiet = {}
     if args.log_level is None:
         # The replay polls hundreds of times: per-poll and per-alert lines would bury the
         # progress bar. --log-level INFO brings them back.
         for name in ("monitor.pipeline.discovery", "monitor.pipeline.alerting",
                      "monitor.adapters.stac_server", "monitor.pipeline.runtime", "httpx"):
+            quiet[name] = logging.getLogger(name).level
             logging.getLogger(name).setLevel(logging.WARNING)
-    result = run_demo(settings, opts)
+    try:
+        result = run_demo(settings, opts)
+    finally:
+        for name, level in quiet.items():
+            logging.getLogger(name).setLevel(level)
     print()
     print("Urban Monitor demo — summary")
     print(f"  scenes       {json.dumps(result.scenes)}")

@@ -53,11 +53,20 @@ def run_group(kafka: str, archive: Archive, root: Path, n_workers: int, *,
     cities = {c: City(c, c, archive.aoi, archive.grid) for c in CITIES}
     runtime = Runtime(settings=settings, bus=bus, db=db, cities=cities)
     bus.ensure_topics(runtime.topics(), settings.bus.partitions)
+    loops = [build_loop(runtime, build_worker(runtime), client_id=f"w{i}") for i in range(n_workers)]
+    # Let the group settle before anything is published, so every member owns partitions
+    # (the topic is empty: these polls deliver nothing).
+    settle = time.monotonic() + 60
+    while time.monotonic() < settle:
+        for loop in loops:
+            assert loop.consumer.poll(timeout_s=0.2) == []
+        owned = [loop.consumer.assignment() for loop in loops]
+        if all(owned) and len(set().union(*owned)) == settings.bus.partitions:
+            break
     events = scene_events(archive)
     for event in events:
         register(runtime, event)
         bus.publish(settings.bus.scenes_topic, event.data.city_id, event.to_json())
-    loops = [build_loop(runtime, build_worker(runtime), client_id=f"w{i}") for i in range(n_workers)]
     done = 0
     deadline = time.monotonic() + 240
     left = False
