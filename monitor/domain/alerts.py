@@ -326,8 +326,11 @@ def _update_alert(target: Alert, absorbed: Sequence[Alert], regions: Sequence[Ch
         # A confirmed site's footprint grows only with confirmed pixels: its flickering
         # first/provisional fringe would otherwise make a new revision on every scene.
         geoms = [g for g, r in kept if r.status == "confirmed"]
-    parts = [target.geometry, *(a.geometry for a in absorbed), *geoms]
-    geometry = unary_union(parts)
+    # The footprint is what the state shows now (its active or confirmed patches), not the
+    # union of everything ever seen: that union only grew and, over years of flickering
+    # first detections, swallowed whole districts. Redelivered events are dropped by id
+    # before they get here (folded_change), so replacing is safe.
+    geometry = unary_union(geoms) if geoms else target.geometry
     old_metric, new_metric = metric(target.geometry), metric(geometry)
     geometry_changed = (robust(shapely.symmetric_difference, old_metric, new_metric).area
                         > rules.min_geometry_change_m2)
