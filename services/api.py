@@ -31,7 +31,7 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -45,9 +45,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from monitor.adapters.database import AlertRecord, Database, Subscription
 from monitor.domain.grid import CityGrid
-from monitor.domain.sdg import built_up_series, population_at, sdg_11_3_1, year_fraction
 from monitor.errors import RequestError, UrbanMonitorError
 from monitor.pipeline.alerting import record_to_event
+from monitor.pipeline.city_stats import ALERT_STATUSES, CityInfo, city_stats
 from monitor.pipeline.outbox import as_utc
 from monitor.settings import Settings, load_settings
 from services.api_maps import STATUS_CODES, change_day_map, encode_geotiff, encode_png
@@ -66,7 +66,6 @@ from services.api_ogc import (
 log = logging.getLogger(__name__)
 
 ITEM_PARAMS = {"bbox", "bbox-crs", "datetime", "limit", "offset", "f", "city", "status"}
-ALERT_STATUSES = ("first", "provisional", "confirmed", "retracted")
 COLLECTIONS = {
     "alerts": ("Urban change alerts",
                "One feature per construction site: lifecycle status (first, provisional, "
@@ -163,15 +162,6 @@ def _subscription_out(sub: Subscription, secret: bool = False) -> dict[str, Any]
 
 
 # -- the city catalogue ----------------------------------------------------------------
-class CityInfo(BaseModel):
-    id: str
-    name: str
-    country: str = ""
-    aoi: dict[str, Any]
-    population: dict[int, float] = Field(default_factory=dict)
-    built_up_km2: dict[int, float] = Field(default_factory=dict)
-
-
 def load_population_csv(path: str) -> dict[str, dict[int, float]]:
     """CSV with columns city_id, year, population."""
     out: dict[str, dict[int, float]] = {}
@@ -601,78 +591,6 @@ async def _alert_stream(request: Request, db: Database, city: str | None,
             yield b": heartbeat\n\n"  # keeps proxies from closing an idle stream
             last_beat = time.monotonic()
         await asyncio.sleep(poll_s)
-
-
-def _parse_year_or_date(name: str, text: str | None) -> date | None:
-    if text is None:
-        return None
-    try:
-        if len(text) == 4 and text.isdigit():
-            return date(int(text), 1, 1)
-        return date.fromisoformat(text)
-    except ValueError:
-        raise RequestError(name, f"'{text}' is not a year or a date",
-                           "give YYYY or YYYY-MM-DD") from None
-
-
-def city_stats(city: CityInfo, alerts: Sequence[AlertRecord], t1_text: str | None,
-               t2_text: str | None) -> dict[str, Any]:
-    """Counts, built-up area over time and SDG 11.3.1 for one city (see monitor.domain.sdg)."""
-    counts = {s: 0 for s in ALERT_STATUSES}
-    for a in alerts:
-        counts[a.status] = counts.get(a.status, 0) + 1
-    confirmed = [a for a in alerts if a.status == "confirmed"]
-    additions = [(a.change_date or a.confirmed or a.first_detected, a.area_m2) for a in confirmed]
-    t1 = _parse_year_or_date("t1", t1_text)
-    t2 = _parse_year_or_date("t2", t2_text)
-    baseline_year = None
-    if city.built_up_km2:
-        wanted = t1.year if t1 else min(city.built_up_km2)
-        if wanted not in city.built_up_km2:
-            raise RequestError("t1", f"no baseline built-up area for {wanted}",
-                               f"use a year of cities[].built_up_km2: {sorted(city.built_up_km2)}")
-        baseline_year = wanted
-    baseline_date = date(baseline_year, 1, 1) if baseline_year else (t1 or date(2014, 1, 1))
-    baseline_m2 = city.built_up_km2[baseline_year] * 1e6 if baseline_year else None
-    series = built_up_series(baseline_m2, baseline_date, additions)
-    if t2 is None:
-        later = [d for d, _ in additions if d > baseline_date]
-        t2 = max(later) if later else None
-    sdg: dict[str, Any]
-    if baseline_m2 is None:
-        sdg = {"available": False, "reason": "no baseline built-up area: add "
-               "built_up_km2 {year: km2} to the city's configuration"}
-    elif t2 is None or t2 <= baseline_date:
-        sdg = {"available": False, "reason": "no confirmed change after the baseline yet"}
-    else:
-        urb_t2 = baseline_m2 + sum(area for d, area in additions if baseline_date < d <= t2)
-        pop1 = population_at(city.population, year_fraction(baseline_date))
-        pop2 = population_at(city.population, year_fraction(t2))
-        if pop1 is None or pop2 is None:
-            sdg = {"available": False, "reason": "population unknown: give at least two "
-                   "years in the city's population (or api.population_csv)"}
-        else:
-            try:
-                indicator = sdg_11_3_1(baseline_m2, urb_t2, pop1[0], pop2[0], baseline_date, t2,
-                                       population_extrapolated=pop1[1] or pop2[1])
-                sdg = {"available": True, **indicator.__dict__}
-            except UrbanMonitorError as exc:
-                sdg = {"available": False, "reason": str(exc)}
-    return {
-        "city_id": city.id,
-        "name": city.name,
-        "alerts": counts,
-        "confirmed_area_m2": round(sum(a.area_m2 for a in confirmed), 2),
-        "baseline": {"year": baseline_year, "built_up_m2": baseline_m2,
-                     "source": "cities[].built_up_km2" if baseline_year else None},
-        "built_up_series": series,
-        "sdg_11_3_1": sdg,
-        "method": "built-up area = external baseline + area of confirmed alerts by estimated "
-                  "time of change (else confirmation date); LCR = ln(Urb_t2/Urb_t1)/y, "
-                  "PGR = ln(Pop_t2/Pop_t1)/y, ratio = LCR/PGR; population interpolated "
-                  "geometrically between known years. Demolition is not subtracted; see "
-                  "monitor/domain/sdg.py for the limits.",
-    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -257,9 +257,9 @@ def _score(state: Any, archive: Any) -> dict[str, Any]:
 
 def _write_report(settings: Settings, runtime: Any, state: Any, alerts: list[Any], archive: Any,
                   result: DemoResult, opts: DemoOptions) -> Path:
+    from monitor.pipeline.city_stats import CityInfo, city_stats
     from monitor.reporting.maps import map_info, render_change_png, render_rgb_png
     from monitor.reporting.report import write_report
-    from services.api import CityInfo, city_stats
     from services.api_ogc import alert_feature
 
     cfg = settings.cities[0]
