@@ -24,6 +24,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(
         arch=args.arch,
+        dataset=args.dataset,
         data=args.data,
         s1=args.s1,
         epochs=args.epochs,
@@ -36,6 +37,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         out=args.out,
         init_s2=args.init_s2,
         init_s1=args.init_s1,
+        synthetic=args.synthetic,
+        synthetic_pairs=args.synthetic_pairs,
+        synthetic_share=args.synthetic_share,
     )
     path = train(cfg)
     print(f"checkpoint: {path}")
@@ -114,10 +118,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     sub = models.add_subparsers(dest="models_command", required=True)
 
-    def data_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--dataset", choices=["oscd"], default="oscd", help="dataset layout")
+    def data_args(p: argparse.ArgumentParser, datasets: tuple[str, ...] = ("oscd",)) -> None:
         p.add_argument(
-            "--data", default=DEFAULT_DATA, help="OSCD-layout folder (<city>/imgs_1 ...)"
+            "--dataset",
+            choices=list(datasets),
+            default="oscd",
+            help="dataset: 'oscd' (real OSCD layout)"
+            + (
+                "; 'synthetic' (--data is a synthetic archive); 'oscd+synthetic' (real "
+                "OSCD plus pairs from the --synthetic archive)"
+                if len(datasets) > 1
+                else ""
+            ),
+        )
+        p.add_argument(
+            "--data",
+            default=DEFAULT_DATA,
+            help="OSCD-layout folder (<city>/imgs_1 ...), or the archive for --dataset synthetic",
         )
         p.add_argument("--s1", default=None, help=f"OSCD Sentinel-1 folder (e.g. {DEFAULT_S1})")
         p.add_argument("--threads", type=int, default=1, help="CPU threads (default 1)")
@@ -125,10 +142,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t = sub.add_parser(
         "train",
         help="train one network on OSCD (CPU)",
-        description="Train a change network on real OSCD S2 (+ real S1). Validation is by city "
-        "(--holdout); writes OUT/model.pt, OUT/last.pt and OUT/train_summary.json.",
+        description="Train a change network on real OSCD S2 (+ real S1), optionally with "
+        "pairs from a synthetic archive added (--dataset oscd+synthetic --synthetic DIR). "
+        "Validation is by city (--holdout); writes OUT/model.pt, OUT/last.pt and "
+        "OUT/train_summary.json.",
     )
-    data_args(t)
+    data_args(t, ("oscd", "synthetic", "oscd+synthetic"))
+    t.add_argument(
+        "--synthetic",
+        default=None,
+        help="oscd+synthetic: synthetic archive folder (urban-monitor synthetic generate)",
+    )
+    t.add_argument(
+        "--synthetic-pairs", type=int, default=6, help="scene pairs drawn from it (default 6)"
+    )
+    t.add_argument(
+        "--synthetic-share",
+        type=float,
+        default=0.25,
+        help="oscd+synthetic: share of training crops from synthetic pairs (default 0.25)",
+    )
     t.add_argument("--arch", choices=["s2", "s1", "dual"], default="s2", help="network")
     t.add_argument("--epochs", type=int, default=25, help="epochs (default 25)")
     t.add_argument("--steps-per-epoch", type=int, default=20, help="batches per epoch (default 20)")

@@ -33,6 +33,7 @@ class TrainConfig:
     """Everything that defines a training run (stored in the checkpoint and the card)."""
 
     arch: str = "s2"
+    dataset: str = "oscd"  # "oscd", "synthetic" (data = a synthetic archive), "oscd+synthetic"
     data: str = "../shared/data/oscd"
     s1: str | None = None
     epochs: int = 30
@@ -53,6 +54,14 @@ class TrainConfig:
     init_s2: str | None = None
     init_s1: str | None = None
     out: str = "var/models/run"
+    # synthetic pairs (models/synthetic_data.py): the archive for "oscd+synthetic", how many
+    # (earlier, later) scene pairs, and the share of training crops drawn from them.
+    synthetic: str | None = None
+    synthetic_pairs: int = 6
+    synthetic_share: float = 0.25
+
+
+DATASETS = ("oscd", "synthetic", "oscd+synthetic")
 
 
 @dataclass
@@ -86,14 +95,30 @@ def prepare_city(city: CityPair) -> PreparedCity:
     )
 
 
+def city_weights(cities: list[PreparedCity], synthetic_share: float = 0.0) -> np.ndarray:
+    """How often each city is drawn: by size, with synthetic pairs (``synthetic-*``) taking
+    ``synthetic_share`` of the draws when real cities are there too."""
+    sizes = np.array([c.label.size for c in cities], dtype=float)
+    synthetic = np.array([c.name.startswith("synthetic-") for c in cities])
+    if synthetic.any() and not synthetic.all():
+        share = float(np.clip(synthetic_share, 0.0, 1.0))
+        sizes[synthetic] *= share / sizes[synthetic].sum()
+        sizes[~synthetic] *= (1.0 - share) / sizes[~synthetic].sum()
+    return sizes / sizes.sum()
+
+
 def sample_batch(
-    cities: list[PreparedCity], cfg: TrainConfig, rng: np.random.Generator
+    cities: list[PreparedCity],
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    weights: np.ndarray | None = None,
 ) -> dict[str, torch.Tensor]:
     """Random crops (some centred on change), random rot90 and flips."""
-    sizes = np.array([c.label.size for c in cities], dtype=float)
+    if weights is None:
+        weights = city_weights(cities, cfg.synthetic_share)
     s2a, s2b, s1a, s1b, ys, ms = [], [], [], [], [], []
     for _ in range(cfg.batch_size):
-        city = cities[rng.choice(len(cities), p=sizes / sizes.sum())]
+        city = cities[rng.choice(len(cities), p=weights)]
         h, w = city.label.shape
         size = min(cfg.crop, h, w) // ALIGN * ALIGN
         if len(city.change_pixels) and rng.random() < cfg.change_crop_fraction:
@@ -179,13 +204,28 @@ def train(cfg: TrainConfig) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    names = cfg.cities or list_cities(Path(cfg.data))
-    names = [n for n in names if n not in set(cfg.holdout)]
-    s1_root = Path(cfg.s1) if cfg.s1 and cfg.arch != "s2" else None
-    if cfg.arch != "s2" and s1_root is None:
-        raise ValueError(f"architecture {cfg.arch} needs --s1 (the OSCD Sentinel-1 folder)")
-    raw = load_cities(Path(cfg.data), names, s1_root)
+    if cfg.dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {cfg.dataset!r}; choose one of {DATASETS}")
+    if cfg.dataset == "synthetic":
+        from models.synthetic_data import load_synthetic_pairs
+
+        raw = load_synthetic_pairs(cfg.data, pairs=cfg.synthetic_pairs, seed=cfg.seed)
+    else:
+        names = cfg.cities or list_cities(Path(cfg.data))
+        names = [n for n in names if n not in set(cfg.holdout)]
+        s1_root = Path(cfg.s1) if cfg.s1 and cfg.arch != "s2" else None
+        if cfg.arch != "s2" and s1_root is None:
+            raise ValueError(f"architecture {cfg.arch} needs --s1 (the OSCD Sentinel-1 folder)")
+        raw = load_cities(Path(cfg.data), names, s1_root)
+        if cfg.dataset == "oscd+synthetic":
+            if not cfg.synthetic:
+                raise ValueError("dataset oscd+synthetic needs --synthetic (a synthetic archive)")
+            from models.synthetic_data import load_synthetic_pairs
+
+            raw += load_synthetic_pairs(cfg.synthetic, pairs=cfg.synthetic_pairs, seed=cfg.seed)
     if cfg.arch != "s2":
+        if cfg.dataset == "synthetic":
+            raise ValueError(f"architecture {cfg.arch} needs real S1: train it on --dataset oscd")
         skipped = [c.name for c in raw if not c.has_s1]
         if skipped:
             log.info("no Sentinel-1 for %s: left out of %s training", skipped, cfg.arch)
@@ -206,12 +246,13 @@ def train(cfg: TrainConfig) -> Path:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total, 1))
     start = time.perf_counter()
     losses: list[float] = []
+    weights = city_weights(cities, cfg.synthetic_share)
     bar = tqdm(total=total, desc=f"train {cfg.arch}", unit="step", mininterval=2.0)
     for epoch in range(cfg.epochs):
         net.train()
         epoch_loss = 0.0
         for _ in range(cfg.steps_per_epoch):
-            batch = sample_batch(cities, cfg, rng)
+            batch = sample_batch(cities, cfg, rng, weights)
             loss = change_loss(
                 forward_batch(net, cfg.arch, batch), batch["label"], batch["valid"], cfg.pos_weight
             )

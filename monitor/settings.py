@@ -106,7 +106,9 @@ class ModelSettings(_Strict):
     s2: str = "change_s2"
     s1: str = "change_s1"
     threads: int = Field(default=1, ge=1, description="onnxruntime intra-op threads per worker")
-    tile: int = Field(default=256, ge=64)
+    tile: int = Field(
+        default=1024, ge=64,
+        description="largest model tile (px); a city up to this size runs in one call")
 
 
 class LoggingSettings(_Strict):

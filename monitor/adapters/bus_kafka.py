@@ -193,4 +193,9 @@ class KafkaConsumerAdapter:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._consumer.close(autocommit=False)
+            try:
+                self._consumer.close(autocommit=False)
+            except (KafkaError, OSError) as exc:
+                # Leaving the group while the broker or a rebalance is away: the session
+                # times out instead; nothing uncommitted is lost (it is redelivered).
+                log.warning("closing the consumer of group %s: %s", self.group_id, exc)

@@ -104,9 +104,9 @@ class OnnxChangeModel:
         onnx_path: Path,
         card: dict[str, Any],
         threads: int = 1,
-        tile: int = 512,
+        tile: int = 1024,
         overlap: int | None = None,
-        batch_size: int = 4,
+        batch_size: int | None = None,
     ) -> None:
         self.path = Path(onnx_path)
         self.card = card
@@ -114,7 +114,9 @@ class OnnxChangeModel:
         self.margin = int(card.get("tile_margin", 48))
         self.overlap = overlap if overlap is not None else 2 * self.margin
         self.align = int(card.get("align", 8))
-        self.batch_size = batch_size
+        # Tiles per onnxruntime call: about one megapixel per call bounds the activations
+        # (~0.8 GB for the S2 network at 1024 x 1024) whatever the tile size.
+        self.batch_size = batch_size or max(1, (1 << 20) // (tile * tile))
         self.input_names = [i["name"] for i in card["inputs"]]
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -87,31 +87,44 @@ def extract_regions(status: np.ndarray, grid: CityGrid, *, first_day: np.ndarray
     if not keep.any():
         return []
 
-    flat = np.arange(labels.size, dtype=np.int64).reshape(shape_)
-    anchors = ndimage.minimum(flat, labels, index).astype(np.int64)
-    status_rank = ndimage.maximum(_RANK_LUT[status.clip(0, 4)], labels, index).astype(int)
+    # Per-label statistics over the labelled pixels only (a few % of the city): sorting
+    # them by label once is ~5x faster than scipy.ndimage's whole-image reductions.
+    flat_labels = labels.ravel()
+    pix = np.flatnonzero(flat_labels)
+    order = np.argsort(flat_labels[pix], kind="stable")  # stable: pixel order kept per label
+    pix = pix[order]
+    starts = np.searchsorted(flat_labels[pix], index)  # every label 1..n has a pixel
+    anchors = pix[starts].astype(np.int64)  # the first pixel of each label (row-major)
+    status_rank = np.maximum.reduceat(_RANK_LUT[status.ravel()[pix].clip(0, 4)], starts)
+    status_rank = status_rank.astype(int)
 
-    def day_stat(days: np.ndarray, fn: Any) -> np.ndarray:
-        # Pixels without a date (0) do not count: give them label 0 (background).
+    def first_day_of(days: np.ndarray) -> np.ndarray:
+        # Earliest date per label; pixels without a date (0) do not count.
+        values = days.ravel()[pix].astype(np.int64)
+        never = np.iinfo(np.int64).max
+        low = np.minimum.reduceat(np.where(values > 0, values, never), starts)
+        return np.where(low == never, 0, low)
+
+    def median_day_of(days: np.ndarray) -> np.ndarray:
         lab = np.where(days > 0, labels, 0)
         has = np.bincount(lab.ravel(), minlength=n + 1)[1:] > 0
         out = np.zeros(n, dtype=np.int64)
         if has.any():
-            vals = np.asarray(fn(days.astype(np.int64), lab, index[has]))
+            vals = np.asarray(ndimage.median(days.astype(np.int64), lab, index[has]))
             out[has] = np.rint(vals).astype(np.int64)
         return out
 
-    first = day_stat(first_day, ndimage.minimum)
-    confirm = day_stat(confirm_day, ndimage.minimum)
-    change = day_stat(change_day, ndimage.median)
+    first = first_day_of(first_day)
+    confirm = first_day_of(confirm_day)
+    change = median_day_of(change_day)
     if confidence is not None:
-        conf = np.asarray(ndimage.mean(np.clip(confidence.astype(np.float64), 0, 1), labels,
-                                       index))
+        values = np.clip(confidence.ravel()[pix].astype(np.float64), 0, 1)
     else:
         lookup = np.zeros(5, dtype=np.float64)
         for code, value in STATUS_CONFIDENCE.items():
             lookup[code] = value
-        conf = np.asarray(ndimage.mean(lookup[status.clip(0, 4)], labels, index))
+        values = lookup[status.ravel()[pix].clip(0, 4)]
+    conf = np.add.reduceat(values, starts) / counts
 
     # Trace every kept label at once in the grid CRS; 4-connected tracing, then a union
     # per label, gives valid (Multi)Polygons even where pixels touch only at a corner.

@@ -33,14 +33,28 @@ class TileWindow:
 
 
 def _axis_spans(length: int, tile: int, overlap: int, align: int) -> list[tuple[int, int]]:
-    """(start, size) along one axis; all starts are multiples of ``align``.
+    """(start, size) along one axis: as few spans as fit, balanced in size.
 
-    The last span starts at the last aligned position that leaves at least ``tile`` pixels
-    and runs to the raster end (so it may be up to ``align - 1`` px longer than ``tile``):
-    aligned origins keep the pooling grid of every tile in phase with the whole image.
+    The fewest spans of at most ``tile`` px that overlap by ``overlap`` are taken, and made
+    as small as possible (so a 1,000 px axis with 1,024 px tiles is one span, and 1,100 px
+    are two spans of ~600 px, not two of 1,024 px). All starts are multiples of ``align``:
+    aligned origins keep the pooling grid of every tile in phase with the whole image. The
+    last span runs to the raster end, so it may be up to ``align - 1`` px longer.
     """
     if length <= tile:
         return [(0, length)]
+    n_min = -(-(length - overlap) // (tile - overlap))
+    for n in range(max(n_min, 2), n_min + 4):
+        size = -(-(length + (n - 1) * overlap) // n)
+        size = -(-size // align) * align
+        while size <= tile:
+            step = (size - overlap) // align * align
+            last = (length - size) // align * align
+            starts = [i * step for i in range(n - 1)] + [last]
+            if step >= align and 0 < last - starts[-2] <= size - overlap:
+                return [(s, size) for s in starts[:-1]] + [(last, length - last)]
+            size += align
+    # Fallback (tiny tiles relative to align): fixed step from the start.
     step = max(align, (tile - overlap) // align * align)
     last = (length - tile) // align * align
     spans = [(s, tile) for s in range(0, last, step)]

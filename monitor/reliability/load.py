@@ -41,6 +41,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date
@@ -88,6 +89,10 @@ class LoadOptions:
     database_url: str | None = None
     drain_timeout_s: float = 240.0
     progress: bool = True
+    # which scenes are measured: both (what discovery delivers) or one modality. S1 scenes
+    # skip the model while the calibrated S1 weight is 0 (monitor/domain/STATE.md), so an
+    # "s2" run is the model-bound worst case.
+    modalities: tuple[str, ...] = ("s2", "s1")
 
 
 # -- shared pieces (also used by the stage benchmark) -------------------------------------
@@ -127,13 +132,17 @@ def provider_entry() -> dict[str, Any]:
 
 
 def scene_events(archive: Any, city_id: str, *, after: date | None = None,
-                 before: date | None = None) -> list[Any]:
-    """The archive's wanted scenes as SceneEvents for ``city_id``, in acquisition order."""
+                 before: date | None = None,
+                 modalities: Sequence[str] = ("s2", "s1")) -> list[Any]:
+    """The archive's wanted scenes (of ``modalities``) as SceneEvents for ``city_id``, in
+    acquisition order."""
     from monitor.domain.events import scene_event
     from monitor.domain.scenes import filter_reason, item_datetime, scene_from_item
 
     events = []
     for collection, spec in COLLECTIONS.items():
+        if spec["modality"] not in modalities:
+            continue
         for item in archive.items(collection):
             acquired = item_datetime(item).date()
             if (after is not None and acquired < after) or (before is not None
@@ -574,7 +583,8 @@ def run_load(opts: LoadOptions) -> dict[str, Any]:
     processes = [*workers, alerting]
     monitor = Monitor(bootstrap, settings)
     monitor.start()
-    per_city = {c: scene_events(archive, c, after=opts.warm_until) for c in city_ids}
+    per_city = {c: scene_events(archive, c, after=opts.warm_until, modalities=opts.modalities)
+                for c in city_ids}
     discovered: dict[str, float] = {}
     result: dict[str, Any] = {}
     try:
@@ -658,6 +668,7 @@ def run_load(opts: LoadOptions) -> dict[str, Any]:
                   "database": "postgresql", "run_dir": str(run_dir),
                   "ready_s": round(ready_s, 1)},
         "saturation": {"scenes": len(burst), "finished": len(done),
+                       "by_modality": dict(Counter(e.data.modality for e in burst)),
                        "scenes_per_min": round(saturated_per_min, 2),
                        "seconds": round(last - t_burst, 1)},
         "paced": {"rate_per_min": opts.rate_per_min, "scenes": len(paced),
@@ -709,7 +720,10 @@ def format_table(result: dict[str, Any]) -> str:
          f"{result['setup']['city_pixels'] / 1e6:.2f} Mpx each"),
         ("saturated throughput", f"{result['saturation']['scenes_per_min']} scenes/min "
          f"({result['saturation']['finished']}/{result['saturation']['scenes']} scenes in "
-         f"{result['saturation']['seconds']} s)  [target >= 20]"),
+         f"{result['saturation']['seconds']} s; "
+         + ", ".join(f"{n} {m.upper()}" for m, n in
+                     result['saturation'].get('by_modality', {}).items())
+         + ")  [target >= 20]"),
         ("paced rate", f"{p['rate_per_min']} scenes/min, {p['finished']}/{p['scenes']} done"),
     ]
     for name, key in (("discovery -> processed", "discovery_to_processed"),
@@ -755,6 +769,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--database-url", help="PostgreSQL admin URL (default: "
                         "docker/postgres.sh); the run uses its own database on that server")
     parser.add_argument("--output", type=Path, default=defaults.output)
+    parser.add_argument("--modalities", default="s2,s1",
+                        help="scenes measured: 's2,s1' (default, as discovered) or 's2' alone "
+                        "(the model-bound worst case: S1 scenes skip the model while the "
+                        "calibrated S1 weight is 0)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "serve-worker":
@@ -766,7 +784,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                        burst_per_city=args.burst, paced_s=args.paced_s,
                        partitions=args.partitions, bootstrap=args.bootstrap,
                        database_url=args.database_url, output=args.output,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress,
+                       modalities=tuple(m.strip() for m in args.modalities.split(",") if m))
     result = run_load(opts)
     print(format_table(result))
     print(f"figures written to {opts.output}")

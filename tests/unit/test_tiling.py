@@ -64,3 +64,22 @@ def test_rejects_overlap_smaller_than_two_margins() -> None:
     a = np.zeros((1, 64, 64), np.float32)
     with pytest.raises(ValueError, match="overlap"):
         predict_tiled(lambda t: t[0], [a], tile=32, overlap=8, margin=8)
+
+
+@pytest.mark.parametrize(
+    ("length", "tile", "expected_tiles"),
+    [(1000, 1024, 1), (1100, 1024, 2), (2500, 1024, 3), (4000, 1024, 5), (1000, 256, 6)],
+)
+def test_tiles_are_as_few_and_as_small_as_the_overlap_allows(
+    length: int, tile: int, expected_tiles: int
+) -> None:
+    windows = plan_tiles(length, 8, tile=tile, overlap=96, align=8)
+    assert len(windows) == expected_tiles
+    starts = [w.row for w in windows]
+    ends = [w.row + w.height for w in windows]
+    assert starts[0] == 0 and ends[-1] == length
+    assert all(w.height <= tile + 7 for w in windows)
+    # neighbours overlap by at least the overlap, so blending has room for its margins
+    assert all(e - s >= 96 for e, s in zip(ends[:-1], starts[1:], strict=True))
+    # balanced: no tile is much larger than needed (1,100 px -> two ~600 px tiles)
+    assert max(w.height for w in windows) - min(w.height for w in windows) < 8
