@@ -185,7 +185,8 @@ def local_settings(archive: Any, folder: Path, city_ids: Sequence[str]) -> Any:
 def ensure_warm_state(archive: Any, work_dir: Path, until: date, *,
                       progress: bool = True) -> Path:
     """A state store holding city ``load-warm`` after every scene acquired before ``until``
-    (embedded bus, SQLite, the real InferenceWorker). Cached by archive and models."""
+    (embedded bus, SQLite, the real InferenceWorker). Cached by archive, models and the
+    state parameters (a state keeps the parameters it was created with)."""
     from tqdm import tqdm
 
     from monitor.adapters.bus_embedded import EmbeddedBus
@@ -194,7 +195,12 @@ def ensure_warm_state(archive: Any, work_dir: Path, until: date, *,
 
     folder = work_dir / "warm"
     models = resolve_models()
-    key = {"archive": archive.param_hash, "until": until.isoformat(), "models": models}
+    from dataclasses import asdict
+
+    from monitor.domain.state import StateParams
+
+    key = {"archive": archive.param_hash, "until": until.isoformat(), "models": models,
+           "state_params": asdict(StateParams())}
     meta_path = folder / "warm.json"
     if meta_path.exists() and json.loads(meta_path.read_text()).get("key") == key:
         return folder / "state"
