@@ -151,6 +151,9 @@ log.dirs=$DATA_DIR
 num.partitions=6
 default.replication.factor=1
 auto.create.topics.enable=true
+# ChangeEvents carry every region of a city: up to 16 MiB (monitor/adapters/bus_kafka.py)
+message.max.bytes=16777216
+replica.fetch.max.bytes=16777216
 offsets.topic.replication.factor=1
 # Fewer offsets partitions than the default 50: the first consumer group of a
 # test session then waits far less for __consumer_offsets to be created.

@@ -46,6 +46,11 @@ class BusError(UrbanMonitorError):
     """Publishing to or consuming from the event bus failed."""
 
 
+class EventTooLargeError(UrbanMonitorError):
+    """An event is larger than the bus accepts: retrying cannot help, so the record that
+    produced it is dead-lettered with this reason (and the partition moves on)."""
+
+
 class DatabaseError(UrbanMonitorError):
     """The database could not be reached or refused an operation."""
 

@@ -4,7 +4,13 @@ Producer: acks=all, idempotent, retries with backoff; key = city id, so a city's
 land on one partition and keep their order. Consumer: a member of a consumer group with
 auto-commit off; the pipeline commits an offset only after the record is fully processed
 (at-least-once delivery, made exactly-once in effect by deterministic ids downstream).
-Every kafka-python error is turned into :class:`BusError` with what to do.
+Every kafka-python error is turned into :class:`BusError` with what to do, except a record
+larger than the bus takes (:class:`EventTooLargeError`: retrying cannot help).
+
+Records are gzip-compressed and may be up to ``MAX_MESSAGE_BYTES`` (16 MiB) before
+compression: ChangeEvents carry every region of a city, a few MB for a city with years of
+retracted speckle. Topics are created with ``max.message.bytes`` to match, and
+``docker/kafka.sh`` / ``docker/compose.yaml`` raise the broker's ``message.max.bytes``.
 """
 
 from __future__ import annotations
@@ -17,15 +23,32 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import (
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAlreadyExistsError,
+)
 from kafka.structs import OffsetAndMetadata
 
-from monitor.errors import BusError
+from monitor.errors import BusError, EventTooLargeError
 from monitor.ports import Message
 
 log = logging.getLogger(__name__)
 
 _HINT = "check that Kafka runs at {servers} (bash docker/kafka.sh status) and the topic exists"
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
+
+
+def _too_large(topic: str, key: str, size: int, exc: Exception) -> EventTooLargeError:
+    return EventTooLargeError(
+        f"the record for key {key} on {topic} is {size / 1e6:.1f} MB, more than Kafka takes "
+        f"({exc})",
+        f"raise the limits together: MAX_MESSAGE_BYTES in monitor/adapters/bus_kafka.py "
+        f"(now {MAX_MESSAGE_BYTES} bytes), the broker's message.max.bytes and the topic's "
+        f"max.message.bytes; then re-publish the dead-lettered record",
+    )
 
 
 class KafkaBus:
@@ -53,6 +76,8 @@ class KafkaBus:
                     retry_backoff_ms=200,
                     linger_ms=5,
                     request_timeout_ms=self._request_timeout_ms,
+                    compression_type="gzip",
+                    max_request_size=MAX_MESSAGE_BYTES,
                 )
             except KafkaError as exc:
                 raise BusError(f"no Kafka broker answers at {self.bootstrap_servers}",
@@ -63,16 +88,23 @@ class KafkaBus:
         try:
             self.producer.send(topic, key=key.encode("utf-8"), value=value).get(
                 timeout=self._request_timeout_ms / 1000)
+        except _TOO_LARGE as exc:
+            raise _too_large(topic, key, len(value), exc) from exc
         except KafkaError as exc:
             raise BusError(f"Kafka did not acknowledge a record for key {key} on {topic}: {exc}",
                            self._hint()) from exc
 
     def publish_many(self, topic: str, records: Iterable[tuple[str, bytes]]) -> int:
         """Send a batch and wait for all acknowledgements (faster than one by one)."""
-        futures = [self.producer.send(topic, key=k.encode("utf-8"), value=v) for k, v in records]
+        records = list(records)
         try:
+            futures = [self.producer.send(topic, key=k.encode("utf-8"), value=v)
+                       for k, v in records]
             for future in futures:
                 future.get(timeout=self._request_timeout_ms / 1000)
+        except _TOO_LARGE as exc:
+            key, value = max(records, key=lambda r: len(r[1]))
+            raise _too_large(topic, key, len(value), exc) from exc
         except KafkaError as exc:
             raise BusError(f"Kafka did not acknowledge a batch on {topic}: {exc}",
                            self._hint()) from exc
@@ -93,7 +125,8 @@ class KafkaBus:
             raise BusError(f"cannot reach Kafka at {self.bootstrap_servers}", self._hint()) from exc
         try:
             existing = set(admin.list_topics())
-            new = [NewTopic(t, num_partitions=partitions, replication_factor=1)
+            new = [NewTopic(t, num_partitions=partitions, replication_factor=1,
+                            topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES)})
                    for t in topics if t not in existing]
             if new:
                 # created concurrently by another process: fine
@@ -150,6 +183,7 @@ class KafkaConsumerAdapter:
             "session_timeout_ms": 10000,
             "heartbeat_interval_ms": 2000,
             "max_poll_interval_ms": 300000,
+            "max_partition_fetch_bytes": MAX_MESSAGE_BYTES,
         }
         settings.update(config)
         try:

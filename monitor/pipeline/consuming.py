@@ -30,6 +30,7 @@ from monitor.errors import (
     BusError,
     DatabaseError,
     EventError,
+    EventTooLargeError,
     ItemError,
     ObservationError,
     SceneReadError,
@@ -41,7 +42,7 @@ from monitor.ports import Bus, Consumer, Message
 log = logging.getLogger(__name__)
 
 PERMANENT_ERRORS: tuple[type[Exception], ...] = (EventError, SceneReadError, ItemError,
-                                                  ObservationError)
+                                                  ObservationError, EventTooLargeError)
 INFRASTRUCTURE_ERRORS: tuple[type[Exception], ...] = (DatabaseError, StateError, BusError)
 
 Handler = Callable[[CloudEvent, Message], None]
