@@ -36,6 +36,26 @@ from monitor.ports import Message
 
 log = logging.getLogger(__name__)
 
+
+class _ClosedTransportRace(logging.Filter):
+    """kafka-python logs an ERROR with a traceback when a socket it has just closed (at
+    consumer close, i.e. at every graceful stop) is read once more by its IO loop
+    (``AttributeError: 'NoneType' object has no attribute 'recv'``). Nothing is lost; keep
+    it as a one-line warning so that a traceback in a service log always means a real one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, AttributeError | OSError) and "(closed)" in record.getMessage():
+            record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc}; harmless at close)"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+logging.getLogger("kafka.net.transport").addFilter(_ClosedTransportRace())
+
 _HINT = "check that Kafka runs at {servers} (bash docker/kafka.sh status) and the topic exists"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 _TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)

@@ -206,6 +206,24 @@ def track_alerts(existing: Sequence[Alert], regions: Sequence[ChangeRegion], *, 
     reach_deg = rules.match_distance_m / 50_000.0 + 1e-6
     near_box = shapely.box(*unary_union(region_geoms).bounds).buffer(reach_deg)
     candidates = [a for a in existing if a.geometry.intersects(near_box)]
+    # A retracted patch joins nothing but the alert it overlaps most (below), so one that
+    # overlaps no alert would form a component of its own and be skipped: leave it out
+    # now. Years of retracted speckle are most of a city's regions.
+    retracted_idx = [i for i, r in enumerate(regions) if r.status == "retracted"]
+    if retracted_idx:
+        overlapping: set[int] = set()
+        if candidates:
+            tree = shapely.STRtree([a.geometry for a in candidates])
+            # within ~0.1 m, not just intersecting: patches that share an edge in lon/lat
+            # can overlap by a sliver once projected, and that sliver counts below.
+            hits, _ = tree.query([region_geoms[i] for i in retracted_idx],
+                                 predicate="dwithin", distance=1e-6)
+            overlapping = {retracted_idx[k] for k in set(hits.tolist())}
+        keep = [i for i, r in enumerate(regions) if r.status != "retracted" or i in overlapping]
+        regions = [regions[i] for i in keep]
+        region_geoms = [region_geoms[i] for i in keep]
+        if not regions:
+            return TrackResult([], {})
     nodes = [metric(g) for g in region_geoms] + [metric(a.geometry) for a in candidates]
     n_regions = len(regions)
     uf = _UnionFind(len(nodes))
