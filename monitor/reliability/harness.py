@@ -75,6 +75,8 @@ class RunRecord:
     name: str
     scenes: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # item -> status
     alerts: dict[str, tuple[int, str, str]] = field(default_factory=dict)  # id -> rev, status, hash
+    # the same without the alert's scene ids (its provenance)
+    alert_contents: dict[str, tuple[int, str, str]] = field(default_factory=dict)
     alert_events: list[str] = field(default_factory=list)  # AlertEvent ids on the topic
     webhook_events: list[str] = field(default_factory=list)  # event ids the receiver got
     webhook_status: dict[str, int] = field(default_factory=dict)  # outbox rows by status
@@ -409,6 +411,11 @@ class Trial:
                                str(alert.retracted), alert.scene_ids_json])
             rec.alerts[alert.id] = (alert.revision, alert.status,
                                     hashlib.sha256(body.encode()).hexdigest()[:12])
+            content = json.dumps([alert.geometry_json, round(alert.confidence, 4),
+                                  alert.status, str(alert.first_detected),
+                                  str(alert.confirmed), str(alert.retracted)])
+            rec.alert_contents[alert.id] = (alert.revision, alert.status,
+                                            hashlib.sha256(content.encode()).hexdigest()[:12])
         rec.alert_events = [json.loads(r["value"])["id"] for r in read_topic(boot, b.alerts_topic)]
         for r in read_topic(boot, b.dead_letter_topic):
             data = json.loads(r["value"]).get("data", {})

@@ -42,6 +42,7 @@ class Outcome:
 
 def compare(run: RunRecord, reference: RunRecord | None, *, title: str,
             expect_state_equal: bool = True,
+            expect_same_provenance: bool = True,
             expected_dead_letters: set[str] | None = None) -> Outcome:
     expected_dead = expected_dead_letters or set()
     statuses = Counter(status for status, _ in run.scenes.values())
@@ -91,11 +92,16 @@ def compare(run: RunRecord, reference: RunRecord | None, *, title: str,
     if reference is not None and expect_state_equal:
         lost |= set(reference.alert_events) - on_topic
         extra |= on_topic - set(reference.alert_events)
-        if run.alerts != reference.alerts:
-            changed = sorted(k for k in set(run.alerts) | set(reference.alerts)
-                             if run.alerts.get(k) != reference.alerts.get(k))
+        ours, theirs = ((run.alerts, reference.alerts) if expect_same_provenance
+                        else (run.alert_contents, reference.alert_contents))
+        if ours != theirs:
+            changed = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
             problems.append(f"{len(changed)} alert(s) differ from the reference: "
                             + ", ".join(changed[:3]))
+        elif run.alerts != reference.alerts:
+            credited = sorted(k for k in run.alerts if run.alerts[k] != reference.alerts.get(k))
+            out.notes.append(f"{len(credited)} alert(s) equal to the reference but credited to "
+                             "other scenes of the outage window (scene_ids): catch-up order")
     copies = ((len(run.alert_events) - len(on_topic))
               + (len(run.webhook_events) - len(at_webhook)))
     out.lost = len(lost)

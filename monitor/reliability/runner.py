@@ -86,6 +86,7 @@ def run_suite(opts: SuiteOptions) -> SuiteResult:
             record = trial.run()
             outcome = compare(record, reference, title=fault.title,
                               expect_state_equal=fault.expect_state_equal,
+                              expect_same_provenance=fault.expect_same_provenance,
                               expected_dead_letters=fault.expected_dead_letters(trial.items))
             result.outcomes.append(outcome)
             log.info("%s", format_table([outcome]))
