@@ -21,43 +21,43 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
 
 from models.oscd import CityPair, DatasetError
-from monitor.domain.masks import s2_valid_mask
-from monitor.errors import SyntheticArchiveError
+from monitor.adapters.raster import RasterioSceneReader
+from monitor.domain.grid import CityGrid
+from monitor.domain.scenes import scene_from_item
+from monitor.errors import ItemError, SyntheticArchiveError
 from monitor.synthetic.landscape import to_epoch_days
 
 log = logging.getLogger(__name__)
 
 S2_COLLECTION = "sentinel-2-l2a"
-# Asset keys of the archive's S2 items, in the networks' band order (B02 B03 B04 B08 B11 B12).
-ASSET_KEYS = ("blue", "green", "red", "nir", "swir16", "swir22")
+# The archive's S2 asset keys (the production reader reads them in the networks' band order).
+S2_ASSETS = {b: b for b in ("blue", "green", "red", "nir", "swir16", "swir22", "scl")}
 
 
-def _read_asset(asset: dict[str, Any], shape: tuple[int, int]) -> np.ndarray:
-    """One band as float reflectance on the archive grid (20 m bands resampled bilinearly)."""
-    band = (asset.get("raster:bands") or [{}])[0]
-    scale, offset = float(band.get("scale", 1e-4)), float(band.get("offset", 0.0))
-    with rasterio.open(asset["href"]) as src:
-        dn = src.read(1, out_shape=shape, resampling=Resampling.bilinear).astype(np.float32)
-    out = dn * scale + offset
-    out[dn == 0] = 0.0  # nodata stays 0 (invalid)
-    return np.clip(out, 0.0, None)
-
-
-def _read_scene(item: dict[str, Any], shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    assets = item["assets"]
-    missing = [k for k in (*ASSET_KEYS, "scl") if k not in assets]
-    if missing:
-        raise DatasetError(
-            f"synthetic item {item['id']} lacks assets {missing}",
-            "regenerate the archive with 'urban-monitor synthetic generate'",
+def _read_scene(
+    item: dict[str, Any], grid: CityGrid, reader: RasterioSceneReader
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reflectance (6, H, W) and clear mask of one S2 item, read as the inference worker
+    reads a scene (``RasterioSceneReader.read_s2``: BOA offset, SCL mask, city grid)."""
+    try:
+        scene = scene_from_item(
+            item,
+            city_id="synthetic",
+            provider="synthetic",
+            stac_api="file://",
+            collection=S2_COLLECTION,
+            modality="s2",
+            asset_keys=S2_ASSETS,
         )
-    values = np.stack([_read_asset(assets[k], shape) for k in ASSET_KEYS])
-    with rasterio.open(assets["scl"]["href"]) as src:
-        scl = src.read(1, out_shape=shape, resampling=Resampling.nearest)
-    return values, s2_valid_mask(scl)
+    except ItemError as exc:
+        raise DatasetError(
+            f"synthetic item {item.get('id')} cannot be read: {exc}",
+            "regenerate the archive with 'urban-monitor synthetic generate'",
+        ) from exc
+    raster = reader.read_s2(scene, grid)
+    return np.nan_to_num(raster.values, nan=0.0), raster.valid
 
 
 def load_synthetic_pairs(
@@ -106,13 +106,13 @@ def load_synthetic_pairs(
         cleared = src.read(1).astype(np.int64)
     with rasterio.open(archive.truth.built_date) as src:
         built = src.read(1).astype(np.int64)
-    shape = cleared.shape
+    reader = RasterioSceneReader()
     cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     out = []
     for i, j in sorted(chosen):
         for k in (i, j):
             if k not in cache:
-                cache[k] = _read_scene(items[k], shape)
+                cache[k] = _read_scene(items[k], archive.grid, reader)
         (v1, ok1), (v2, ok2) = cache[i], cache[j]
         d1, d2 = days[i], days[j]
         label = ((cleared > d1) & (cleared <= d2)) | ((built > d1) & (built <= d2))

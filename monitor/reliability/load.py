@@ -43,7 +43,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date
 from pathlib import Path
 from typing import Any
@@ -195,8 +195,6 @@ def ensure_warm_state(archive: Any, work_dir: Path, until: date, *,
 
     folder = work_dir / "warm"
     models = resolve_models()
-    from dataclasses import asdict
-
     from monitor.domain.state import StateParams
 
     key = {"archive": archive.param_hash, "until": until.isoformat(), "models": models,

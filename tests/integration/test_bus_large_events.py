@@ -36,8 +36,7 @@ def _regions_json(megabytes: float) -> bytes:
         regions.append({"region_id": uuid.uuid4().hex[:20], "status": "retracted",
                         "geometry": {"type": "Polygon", "coordinates": [ring + ring[:1]]}})
         size += 1000
-    body = json.dumps({"regions": regions}).encode()
-    return body
+    return json.dumps({"regions": regions}).encode()
 
 
 def test_a_three_megabyte_event_passes_intact(kafka: KafkaBus) -> None:
