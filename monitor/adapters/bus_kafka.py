@@ -212,6 +212,21 @@ class KafkaConsumerAdapter:
             raise BusError(f"consumer of group {group_id} cannot reach Kafka at {bootstrap_servers}",
                            _HINT.format(servers=bootstrap_servers)) from exc
         self._closed = False
+        self._await_metadata(topics)
+
+    def _await_metadata(self, topics: Sequence[str], timeout_s: float = 10.0) -> None:
+        """Have the topics' partitions in the client's metadata before the group is joined:
+        a group leader that joins without them assigns nothing ("No partition metadata for
+        topic") and, seen in a test run, the members then sat idle for minutes."""
+        deadline = time.monotonic() + timeout_s
+        for topic in topics:
+            try:
+                while (not self._consumer.partitions_for_topic(topic)
+                       and time.monotonic() < deadline):
+                    time.sleep(0.1)
+            except KafkaError as exc:  # the first poll will report a real outage
+                log.debug("metadata of %s not fetched yet: %s", topic, exc)
+                return
 
     def poll(self, timeout_s: float = 1.0, max_records: int = 100) -> list[Message]:
         try:
