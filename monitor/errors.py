@@ -138,3 +138,7 @@ class ScoringError(UrbanMonitorError):
 
 class RenderError(UrbanMonitorError):
     """A map, legend, chart or report could not be rendered from the data given."""
+
+
+class StreamError(UrbanMonitorError):
+    """A real-imagery scene stream (or its source data) could not be built, read or scored."""

@@ -98,6 +98,29 @@ class DatabaseSettings(_Strict):
 class StateSettings(_Strict):
     url: str = "var/state"
     keep_versions: int = Field(default=3, ge=1)
+    params: dict[str, float | int] = Field(
+        default_factory=dict,
+        description="overrides of the change state's parameters (monitor.domain.state."
+        "StateParams, documented in monitor/domain/STATE.md), e.g. {baseline_days: 90}; "
+        "they apply to states created from now on (a state keeps the parameters it was "
+        "created with)")
+
+    @field_validator("params")
+    @classmethod
+    def _check_params(cls, value: dict[str, float | int]) -> dict[str, float | int]:
+        from dataclasses import fields
+
+        from monitor.domain.state import StateParams
+
+        known = {f.name for f in fields(StateParams)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown state parameter(s) {unknown}; known: {sorted(known)}")
+        try:
+            StateParams.from_dict(value)
+        except ConfigError as exc:
+            raise ValueError(exc.what) from exc
+        return value
 
 
 class ModelSettings(_Strict):

@@ -25,6 +25,7 @@ def build_worker(runtime: Runtime) -> InferenceWorker:
     from monitor.adapters.signing import signer_for
     from monitor.adapters.state_store import StateStore
     from monitor.adapters.vectorise import extract_regions_from_state
+    from monitor.domain.state import StateParams
     settings = runtime.settings
     return InferenceWorker(
         bus=runtime.bus, db=runtime.db, store=StateStore(settings.state.url),
@@ -36,7 +37,8 @@ def build_worker(runtime: Runtime) -> InferenceWorker:
         cities=runtime.cities,
         signers={name: signer for name, p in settings.providers.items()
                  if (signer := signer_for(p.signing)) is not None},
-        changes_topic=settings.bus.changes_topic, region_extractor=extract_regions_from_state)
+        changes_topic=settings.bus.changes_topic, region_extractor=extract_regions_from_state,
+        state_params=StateParams.from_dict(settings.state.params))
 
 
 def build_loop(runtime: Runtime, worker: InferenceWorker, client_id: str | None = None) -> EventLoop:

@@ -145,6 +145,12 @@ class StateParams:
     unconfirm_after_days: int = 365
     # A scene older than the last applied scene of its stream by more than this is 'late'.
     late_after_days: int = 30
+    # The baseline period: the first ``baseline_days`` of each stream (S2, each S1 orbit),
+    # counted from its first applied scene, only build the references; no model is run and
+    # no evidence accrues, so nothing alerts from warm-up. ``urban-monitor run`` backfills
+    # this much archive before its --start (90 days: ~18 S2 passes, 6-9 of them clear per
+    # pixel; ~8 S1 passes per orbit, what the S1 reference needs).
+    baseline_days: int = 90
     # References.
     s2_reference_count: int = 3
     s2_reference_alpha: float = 0.1
@@ -174,7 +180,7 @@ class StateParams:
             problems.append(("s2_weight", "weights must be >= 0 and llr_clip > 0"))
         if not 0 <= self.n_orbits <= 8:
             problems.append(("n_orbits", "must be 0..8"))
-        if self.late_after_days < 0 or self.unconfirm_after_days < 0:
+        if self.late_after_days < 0 or self.unconfirm_after_days < 0 or self.baseline_days < 0:
             problems.append(("late_after_days", "day counts must be >= 0"))
         if problems:
             key, problem = problems[0]
@@ -270,6 +276,10 @@ class CityState:
         self.orbits: list[str] = list(meta.get("orbits", []))
         # stream ("s2", "s1:<orbit>") -> last applied day
         self.last_day: dict[str, int] = {k: int(v) for k, v in meta.get("last_day", {}).items()}
+        # stream -> first applied day (the baseline runs from it; older states: unknown,
+        # i.e. their baseline is over)
+        self.first_stream_day: dict[str, int] = {
+            k: int(v) for k, v in meta.get("first_day", {}).items()}
         # scene id -> [stream, day]; bounded by pruning (see _prune_applied)
         self.applied: dict[str, tuple[str, int]] = {
             k: (str(v[0]), int(v[1])) for k, v in meta.get("applied", {}).items()
@@ -326,6 +336,7 @@ class CityState:
             "params": self.params.to_dict(),
             "orbits": list(self.orbits),
             "last_day": dict(self.last_day),
+            "first_day": dict(self.first_stream_day),
             "applied": {k: [s, d] for k, (s, d) in self.applied.items()},
         }
 
@@ -414,6 +425,27 @@ class CityState:
     def nbytes_per_pixel(self) -> float:
         return self.nbytes() / self.grid.n_pixels
 
+    # ---------------------------------------------------------------- baseline
+    @staticmethod
+    def stream_of(modality: str, orbit: str | None) -> str:
+        """The stream a scene belongs to: "s2", or "s1:<relative orbit>"."""
+        return "s2" if modality == "s2" else f"s1:{orbit}"
+
+    def baseline_end_day(self, stream: str) -> int | None:
+        """The first day after the stream's baseline (None: the stream has not started)."""
+        first = self.first_stream_day.get(stream)
+        if first is None:
+            return 0 if stream in self.last_day else None  # a state from before baselines
+        return first + self.params.baseline_days
+
+    def in_baseline(self, modality: str, orbit: str | None, acquired: date) -> bool:
+        """True while a scene of this stream acquired on ``acquired`` only builds the
+        references (its stream's first ``baseline_days``, or its first scene)."""
+        end = self.baseline_end_day(self.stream_of(modality, orbit))
+        if end is None:
+            return self.params.baseline_days > 0
+        return date_to_day(acquired) < end
+
     # ---------------------------------------------------------------- references
     def _slot_of(self, orbit: str | None) -> int | None:
         if orbit is None or orbit not in self.orbits:
@@ -468,6 +500,8 @@ class CityState:
         orbit's running mean *including* this scene (what the S1 models were trained on:
         3-month means of one relative orbit), each (1, H, W)."""
         self._validate(obs)
+        if self.in_baseline(obs.modality, obs.orbit, obs.acquired):
+            return None  # warm-up: references only, no model, no evidence
         valid = obs.valid & np.all(np.isfinite(obs.values), axis=0)
         if obs.modality == "s2":
             ref = self.reference_for("s2")
@@ -561,7 +595,8 @@ class CityState:
             count, ref, cur = a["s1_count"][slot], a["s1_reference"][slot][None], a["s1_current"][slot]
             k_ref, alpha_ref, scale, vmax = p.s1_reference_count, p.s1_reference_alpha, S1_SCALE, 1.0
             values = obs.values[:1]
-        has_p = obs.p_change is not None
+        has_p = obs.p_change is not None and not self.in_baseline(obs.modality, obs.orbit,
+                                                                  obs.acquired)
         p_change = (np.ascontiguousarray(obs.p_change, dtype=np.float32).reshape(n) if has_p
                     else np.zeros(1, dtype=np.float32))
         transitions = np.zeros((_N_STATUS, _N_STATUS), dtype=np.int64)
@@ -578,6 +613,11 @@ class CityState:
             p.n_provisional, p.n_confirm, p.min_confirm_days, p.window_days,
             p.unconfirm_after_days, transitions)
         self.applied[obs.scene_id] = (stream, day)
+        if stream not in self.first_stream_day or day < self.first_stream_day[stream]:
+            if stream not in self.last_day:  # a state from before baselines keeps none
+                self.first_stream_day[stream] = day
+            elif stream in self.first_stream_day:
+                self.first_stream_day[stream] = day
         self.last_day[stream] = max(last, day)
         self._prune_applied()
         self.version += 1

@@ -32,6 +32,7 @@ PARAMS = StateParams(
     n_provisional=3, n_confirm=3, window_days=60, unconfirm_after_days=100,
     late_after_days=10, s2_reference_count=2, s2_reference_alpha=0.5,
     s1_reference_count=2, s1_reference_alpha=0.5, s1_current_alpha=0.25, n_orbits=2,
+    baseline_days=0,  # the lifecycle mechanics; the baseline period has its own tests
 )
 LLR_HIGH = float(np.log(9.0))  # logit(0.9)
 

@@ -18,7 +18,7 @@ from monitor.errors import StateError
 
 H, W = 6, 7
 GRID = CityGrid(epsg=32633, origin_x=400000.0, origin_y=5800000.0, width=W, height=H)
-PARAMS = StateParams(s2_reference_count=1)
+PARAMS = StateParams(s2_reference_count=1, baseline_days=0)
 
 
 def scene(i: int, p: float | None = 0.95) -> Observation:
