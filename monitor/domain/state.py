@@ -30,12 +30,13 @@ import numba
 import numpy as np
 
 from monitor.domain.grid import CityGrid
+from monitor.domain.sites import SiteRules, SiteSummary, table_from_json, table_to_json, update_sites
 from monitor.errors import ConfigError, ObservationError, StateError
 
 EPOCH = date(2014, 1, 1)
 MAX_DAY = 65535
 S2_N_BANDS = 6
-STATE_FORMAT_VERSION = 1
+STATE_FORMAT_VERSION = 2  # 2: per-pixel site ids and the site table
 
 Modality = Literal["s1", "s2"]
 
@@ -47,7 +48,8 @@ class Status(IntEnum):
     FIRST = 1
     PROVISIONAL = 2
     CONFIRMED = 3
-    RETRACTED = 4
+    RETRACTED = 4   # an alert that never confirmed went back (evidence faded / window)
+    WITHDRAWN = 5   # a confirmed pixel withdrawn after a year of contrary evidence
 
 
 STATUS_NONE = int(Status.NONE)
@@ -55,6 +57,7 @@ STATUS_FIRST = int(Status.FIRST)
 STATUS_PROVISIONAL = int(Status.PROVISIONAL)
 STATUS_CONFIRMED = int(Status.CONFIRMED)
 STATUS_RETRACTED = int(Status.RETRACTED)
+STATUS_WITHDRAWN = int(Status.WITHDRAWN)
 _N_STATUS = len(Status)
 
 # The ``run`` byte: bits 0-5 count the anomalous observations (LLR > 0) of the current
@@ -151,6 +154,15 @@ class StateParams:
     # this much archive before its --start (90 days: ~18 S2 passes, 6-9 of them clear per
     # pixel; ~8 S1 passes per orbit, what the S1 reference needs).
     baseline_days: int = 90
+    # Sites (monitor.domain.sites): active pixels within ``site_link_px`` belong to one
+    # site unless their change dates differ by more than ``site_split_days``; a site is
+    # reported from ``site_min_px`` footprint pixels and confirms with that many confirmed
+    # pixels (10 px = 0.1 ha, the minimum mapping unit); smaller confidence moves than
+    # ``site_confidence_step`` are not reported.
+    site_link_px: int = 2
+    site_split_days: int = 90
+    site_min_px: int = 10
+    site_confidence_step: float = 0.05
     # References.
     s2_reference_count: int = 3
     s2_reference_alpha: float = 0.1
@@ -182,9 +194,16 @@ class StateParams:
             problems.append(("n_orbits", "must be 0..8"))
         if self.late_after_days < 0 or self.unconfirm_after_days < 0 or self.baseline_days < 0:
             problems.append(("late_after_days", "day counts must be >= 0"))
+        if self.site_link_px < 0 or self.site_split_days < 0 or self.site_min_px < 1:
+            problems.append(("site_min_px", "site_link_px, site_split_days >= 0, site_min_px >= 1"))
         if problems:
             key, problem = problems[0]
             raise ConfigError("state parameters", key, problem, "fix the StateParams values")
+
+    def site_rules(self) -> SiteRules:
+        return SiteRules(link_px=self.site_link_px, split_days=self.site_split_days,
+                         min_confirmed_px=self.site_min_px, min_report_px=self.site_min_px,
+                         confidence_step=self.site_confidence_step)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -230,6 +249,7 @@ class UpdateResult:
     n_valid: int = 0
     n_evidence: int = 0
     reason: str | None = None
+    sites: list[SiteSummary] = field(default_factory=list)  # sites that moved materially
 
     @property
     def applied(self) -> bool:
@@ -257,6 +277,7 @@ _ARRAY_SPECS: dict[str, tuple[str, str]] = {
     "s1_count": ("u1", "orbit"),
     "s1_reference": ("u2", "orbit"),
     "s1_current": ("u2", "orbit"),
+    "site": ("u4", ""),   # site id of pixels that ever became active (monitor.domain.sites)
 }
 
 
@@ -284,6 +305,11 @@ class CityState:
         self.applied: dict[str, tuple[str, int]] = {
             k: (str(v[0]), int(v[1])) for k, v in meta.get("applied", {}).items()
         }
+        # site id -> last computed summary; the next free id; what the last update reported
+        self.sites: dict[int, SiteSummary] = table_from_json(meta.get("sites", {}))
+        self.next_site_id: int = int(meta.get("next_site_id", 1))
+        self.last_reported: list[SiteSummary] = [
+            SiteSummary.from_json(int(k), v) for k, v in meta.get("last_reported", [])]
         self._check_arrays()
         p = params
         self._lut = {
@@ -338,6 +364,9 @@ class CityState:
             "last_day": dict(self.last_day),
             "first_day": dict(self.first_stream_day),
             "applied": {k: [s, d] for k, (s, d) in self.applied.items()},
+            "sites": table_to_json(self.sites),
+            "next_site_id": self.next_site_id,
+            "last_reported": [[s.site_id, s.to_json()] for s in self.last_reported],
         }
 
     @classmethod
@@ -347,7 +376,12 @@ class CityState:
                         origin_y=float(g["origin_y"]), width=int(g["width"]),
                         height=int(g["height"]), pixel_size=float(g["pixel_size"]))
         params = StateParams.from_dict(metadata["params"])
-        return cls(grid, params, {k: np.asarray(v) for k, v in arrays.items()}, metadata)
+        loaded = {k: np.asarray(v) for k, v in arrays.items()}
+        if "site" not in loaded and int(metadata.get("format", 1)) < 2:
+            # format 1 (before sites): no pixel belongs to a site yet; sites form as the
+            # state's active pixels are next updated
+            loaded["site"] = np.zeros(grid.shape, dtype=np.uint32)
+        return cls(grid, params, loaded, metadata)
 
     def copy(self) -> CityState:
         return CityState(self.grid, self.params, {k: v.copy() for k, v in self._a.items()},
@@ -406,7 +440,8 @@ class CityState:
         c = np.clip(self.evidence / self.params.h_confirm, 0, 1)
         status = self._a["status"]
         c = np.where(status == STATUS_CONFIRMED, np.maximum(c, 0.5), c)
-        c = np.where(status == STATUS_RETRACTED, np.minimum(c, 0.5), c)
+        c = np.where((status == STATUS_RETRACTED) | (status == STATUS_WITHDRAWN),
+                     np.minimum(c, 0.5), c)
         return c.astype(np.float32)
 
     def summary(self) -> dict[str, Any]:
@@ -600,6 +635,7 @@ class CityState:
         p_change = (np.ascontiguousarray(obs.p_change, dtype=np.float32).reshape(n) if has_p
                     else np.zeros(1, dtype=np.float32))
         transitions = np.zeros((_N_STATUS, _N_STATUS), dtype=np.int64)
+        status_before = a["status"].copy()
         counts = _apply_kernel(
             np.ascontiguousarray(values, dtype=np.float32).reshape(values.shape[0], n),
             np.ascontiguousarray(obs.valid).reshape(n), p_change, has_p,
@@ -620,11 +656,26 @@ class CityState:
                 self.first_stream_day[stream] = day
         self.last_day[stream] = max(last, day)
         self._prune_applied()
+        reported = self._update_sites(status_before, day)
         self.version += 1
         self.last_scene_id = obs.scene_id
         return UpdateResult(obs.scene_id, "applied", self.version,
                             transitions=_transitions_dict(transitions),
-                            n_valid=int(counts[0]), n_evidence=int(counts[1]))
+                            n_valid=int(counts[0]), n_evidence=int(counts[1]), sites=reported)
+
+    def _update_sites(self, status_before: np.ndarray, day: int) -> list[SiteSummary]:
+        """Assign newly active pixels to sites and keep what moved (monitor.domain.sites)."""
+        a = self._a
+        changed = a["status"] != status_before
+        if not changed.any() and not any(s.active for s in self.sites.values()):
+            self.last_reported = []
+            return []
+        reported, self.sites, self.next_site_id = update_sites(
+            a["status"], a["site"], a["first_day"], a["change_day"], self.confirm_day,
+            self.confidence(), self.sites, self.next_site_id, day, self.params.site_rules(),
+            changed=changed)
+        self.last_reported = reported
+        return reported
 
 
 # The update kernel: one pass over the pixels, each pixel's whole lifecycle step in
@@ -694,7 +745,7 @@ def _apply_kernel(values, valid, p_change, has_p, lut, status, run, evidence, fi
                     r = (r & 0xC0) | c | modality_bit
                 ev_q = new_q
                 c = r & 0x3F
-                if (s == 0 or s == 4) and new >= h_first:
+                if (s == 0 or s == 4 or s == 5) and new >= h_first:
                     s = 1
                     first_day[i] = day
                     confirm_lag[i] = 0
@@ -711,12 +762,12 @@ def _apply_kernel(values, valid, p_change, has_p, lut, status, run, evidence, fi
                 elif s == 3 and new_q == 0 and unconfirm_after > 0:
                     since = day - (np.int64(first_day[i]) + np.int64(confirm_lag[i]) - 1)
                     if since >= unconfirm_after:
-                        s = 4
+                        s = 5  # withdrawn: a confirmation is never silently undone
             # References: the first k_ref valid observations are averaged, then an EWMA
             # follows pixels where nothing is going on (no evidence, no open alert).
             if cnt < k_ref:
                 rate = one / (np.float32(cnt) + one)
-            elif ev_q == 0 and (s == 0 or s == 4):
+            elif ev_q == 0 and (s == 0 or s == 4 or s == 5):
                 rate = f_alpha_ref
             if has_cur:
                 rate_cur[i] = one / (np.float32(cnt) + one) if cnt < k_ref else f_alpha_cur

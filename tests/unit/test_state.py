@@ -72,10 +72,11 @@ def test_dates_are_uint16_days_since_2014() -> None:
         day_to_date(0)
 
 
-def test_state_fits_in_32_bytes_per_pixel_with_two_orbits() -> None:
+def test_state_fits_in_36_bytes_per_pixel_with_two_orbits() -> None:
+    # 32 bytes of references, evidence and lifecycle + 4 for the pixel's site id
     state = CityState.create(GRID, StateParams(n_orbits=2))
-    assert state.nbytes_per_pixel() == 32.0
-    assert CityState.create(GRID, StateParams(n_orbits=1)).nbytes_per_pixel() == 27.0
+    assert state.nbytes_per_pixel() == 36.0
+    assert CityState.create(GRID, StateParams(n_orbits=1)).nbytes_per_pixel() == 31.0
 
 
 def test_params_are_validated() -> None:
@@ -202,10 +203,12 @@ def test_confirmed_is_sticky_until_long_contrary_evidence() -> None:
     np.testing.assert_array_equal(state.change_day, change_day)
     np.testing.assert_array_equal(state.confirm_day, confirm_day)
     state.apply(s2(16, 0.1))
-    # 100 days after confirmation, with the evidence at zero: retracted.
+    # 100 days after confirmation, with the evidence at zero: withdrawn, a status of its
+    # own (a confirmation is never silently turned into a retraction).
     day = day_to_date(int(confirm_day[0, 0])) + timedelta(days=PARAMS.unconfirm_after_days)
     result = state.apply(s2(17, 0.1, day=day))
-    assert result.transitions == {"confirmed->retracted": H * W}
+    assert result.transitions == {"confirmed->withdrawn": H * W}
+    assert (state.status == Status.WITHDRAWN).all()
 
 
 def test_applying_the_same_scene_twice_changes_nothing() -> None:

@@ -1,0 +1,199 @@
+"""Offline replay of a stream through the production reader, change models and state.
+
+No bus, database or alerting: what the inference worker does to the city state, scene by
+scene, in acquisition order (the order ``urban-monitor run`` publishes them), with the
+same discovery filter (scene cloud cover) and the same minimum clear fraction. It exists to
+calibrate the state's parameters cheaply on streams of training cities:
+
+* scenes read once onto the grid are cached on disk (``<cache>/scenes/*.npz``);
+* with ``record=True`` each scene's p(change) is kept (float16) so that later replays with
+  other *lifecycle* parameters reuse it (``p_cache``) instead of running the model — an
+  approximation (the references, hence p, depend a little on the parameters) that makes a
+  parameter search affordable; the full pipeline benchmark is the final judge.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from monitor.domain.state import CityState, Observation, StateParams
+from monitor.streams.archive import StreamArchive
+
+log = logging.getLogger(__name__)
+
+Predictor = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+S2_ASSETS = {b: b for b in ("blue", "green", "red", "nir", "swir16", "swir22", "scl")}
+
+
+@dataclass
+class Scene:
+    scene_id: str
+    modality: str
+    orbit: str | None
+    acquired: date
+    values: np.ndarray
+    valid: np.ndarray
+
+
+def stream_scenes(archive: StreamArchive, cache_dir: Path | None = None, *,
+                  max_cloud_cover: float = 80.0, min_valid_fraction: float = 0.005,
+                  ) -> Iterator[Scene]:
+    """The stream's usable scenes on its grid, in acquisition order (as the worker reads
+    them), cached under ``cache_dir`` when given."""
+    from monitor.adapters.raster import RasterioSceneReader
+    from monitor.domain.normalisation import s1_from_linear
+    from monitor.domain.scenes import scene_from_item
+
+    reader = RasterioSceneReader()
+    folder = cache_dir / "scenes" if cache_dir is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    for item in archive.items():
+        s2 = item["collection"].startswith("sentinel-2")
+        if s2 and float(item["properties"].get("eo:cloud_cover", 0)) > max_cloud_cover:
+            continue
+        path = folder / f"{item['id']}.npz" if folder is not None else None
+        if path is not None and path.exists():
+            with np.load(path) as z:
+                meta = json.loads(str(z["meta"]))
+                values = z["values"].astype(np.float32)
+                valid = z["valid"]
+        else:
+            scene = scene_from_item(
+                item, city_id=archive.city, provider="streams", stac_api="file://",
+                collection=item["collection"], modality="s2" if s2 else "s1",
+                asset_keys=S2_ASSETS if s2 else {"vv": "vv"})
+            if s2:
+                raster = reader.read_s2(scene, archive.grid)
+                values, orbit = raster.values, None
+            else:
+                raster = reader.read_s1(scene, archive.grid, ("vv",))
+                values = s1_from_linear(raster.values[:1])
+                orbit = f"{scene.orbit_state or 'unknown'}-{scene.relative_orbit or 0}"
+            valid = raster.valid
+            meta = {"id": scene.item_id, "modality": scene.modality, "orbit": orbit,
+                    "acquired": scene.acquired.date().isoformat()}
+            if path is not None:
+                np.savez(path, values=values.astype(np.float16), valid=valid,
+                         meta=json.dumps(meta))
+        if float(valid.mean()) < min_valid_fraction:
+            continue
+        yield Scene(meta["id"], meta["modality"], meta["orbit"],
+                    date.fromisoformat(meta["acquired"]), values, valid)
+
+
+def load_predictors(s2: str, s1: str | None) -> dict[str, Any]:
+    """onnxruntime models by shipped name or path: {"s2": model, "s1": model}."""
+    from monitor.adapters.onnx_model import OnnxChangeModel
+
+    out: dict[str, Any] = {"s2": OnnxChangeModel.load(s2)}
+    if s1:
+        out["s1"] = OnnxChangeModel.load(s1)
+    return out
+
+
+def replay_stream(archive: StreamArchive, params: StateParams, models: dict[str, Any], *,
+                  cache_dir: Path | None = None, p_cache: dict[str, np.ndarray] | None = None,
+                  record: bool = False) -> tuple[CityState, dict[str, np.ndarray]]:
+    """Fold every scene into a fresh state; returns it and (with ``record``) each scene's p."""
+    state = CityState.create(archive.grid, params)
+    recorded: dict[str, np.ndarray] = {}
+    for scene in stream_scenes(archive, cache_dir):
+        obs = Observation(scene.scene_id, scene.modality, scene.orbit,  # type: ignore[arg-type]
+                          scene.acquired, scene.values, scene.valid)
+        p = None
+        if p_cache is not None:
+            cached = p_cache.get(scene.scene_id)
+            p = None if cached is None else cached.astype(np.float32)
+        else:
+            inputs = state.model_inputs(obs)
+            model = models.get(scene.modality)
+            if scene.modality == "s1" and params.s1_weight == 0:
+                model = None
+            if inputs is not None and model is not None:
+                reference, current, valid = inputs
+                p = model.predict(reference, current, valid)
+                p = np.where(valid, p, np.nan).astype(np.float32)
+        if record and p is not None:
+            recorded[scene.scene_id] = p.astype(np.float16)
+        state.apply(replace(obs, p_change=p))
+    return state, recorded
+
+
+def site_alerts(state: CityState, reported_ever: dict[int, set[str]]) -> list[Any]:
+    """The state's reported sites as the alerts they become (last revision each), with
+    their footprints on the grid: what ``score_alerts`` takes."""
+    from monitor.domain.alert_scoring import ScoredAlert
+    from monitor.domain.sites import site_footprint
+    from monitor.streams.simulate import EPOCH_1970
+
+    offset = (date(2014, 1, 1) - EPOCH_1970).days
+    out = []
+    status, site = state.status, state.to_arrays()["site"]
+    for summary in state.sites.values():
+        if not summary.reported:
+            continue
+        mask = np.zeros(state.grid.shape, dtype=bool)
+        r0, c0, r1, c1 = summary.bbox
+        if summary.n_pixels:
+            mask[r0:r1, c0:c1] = site_footprint(status, site, summary)
+
+        def day(d: int) -> int | None:
+            return d + offset if d else None
+
+        statuses = reported_ever.get(summary.site_id, set())
+        out.append(ScoredAlert(
+            alert_id=str(summary.site_id), status=summary.status, mask=mask,
+            change_day=day(summary.change_day), confirmed_day=day(summary.confirm_day),
+            first_day=day(summary.first_day),
+            ever_provisional=bool(statuses & {"provisional", "confirmed"})))
+    return out
+
+
+def replay_and_score(archive: StreamArchive, params: StateParams, models: dict[str, Any], *,
+                     cache_dir: Path | None = None, p_cache: dict[str, np.ndarray] | None = None,
+                     record: bool = False) -> tuple[Any, CityState, dict[str, np.ndarray]]:
+    """Replay, then score the sites as alerts (the pipeline's alerts are the state's
+    reported sites, one to one)."""
+    from monitor.domain.alert_scoring import score_alerts
+    from monitor.streams.simulate import to_epoch_days
+
+    state = CityState.create(archive.grid, params)
+    recorded: dict[str, np.ndarray] = {}
+    reported_ever: dict[int, set[str]] = {}
+    for scene in stream_scenes(archive, cache_dir):
+        obs = Observation(scene.scene_id, scene.modality, scene.orbit,  # type: ignore[arg-type]
+                          scene.acquired, scene.values, scene.valid)
+        p = None
+        if p_cache is not None:
+            cached = p_cache.get(scene.scene_id)
+            p = None if cached is None else cached.astype(np.float32)
+        else:
+            inputs = state.model_inputs(obs)
+            model = models.get(scene.modality)
+            if scene.modality == "s1" and params.s1_weight == 0:
+                model = None
+            if inputs is not None and model is not None:
+                reference, current, valid = inputs
+                p = model.predict(reference, current, valid)
+                p = np.where(valid, p, np.nan).astype(np.float32)
+        if record and p is not None:
+            recorded[scene.scene_id] = p.astype(np.float16)
+        result = state.apply(replace(obs, p_change=p))
+        for s in result.sites:
+            reported_ever.setdefault(s.site_id, set()).add(s.status)
+    from datetime import timedelta
+
+    baseline_end = to_epoch_days(archive.start + timedelta(days=params.baseline_days))
+    score = score_alerts(archive.change_truth(), site_alerts(state, reported_ever),
+                         scored=archive.inside(), pixel_area_m2=archive.grid.pixel_size ** 2,
+                         period=archive.period_days(), baseline_end=baseline_end)
+    return score, state, recorded
