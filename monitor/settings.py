@@ -98,7 +98,7 @@ class DatabaseSettings(_Strict):
 class StateSettings(_Strict):
     url: str = "var/state"
     keep_versions: int = Field(default=3, ge=1)
-    params: dict[str, float | int] = Field(
+    params: dict[str, bool | int | float] = Field(
         default_factory=dict,
         description="overrides of the change state's parameters (monitor.domain.state."
         "StateParams, documented in monitor/domain/STATE.md), e.g. {baseline_days: 90}; "
@@ -107,7 +107,7 @@ class StateSettings(_Strict):
 
     @field_validator("params")
     @classmethod
-    def _check_params(cls, value: dict[str, float | int]) -> dict[str, float | int]:
+    def _check_params(cls, value: dict[str, bool | int | float]) -> dict[str, bool | int | float]:
         from dataclasses import fields
 
         from monitor.domain.state import StateParams

@@ -165,6 +165,10 @@ class StateParams:
     site_confidence_step: float = 0.05
     # References.
     s2_reference_count: int = 3
+    # False: the references follow only pixels with no evidence at all (S = 0); True: also
+    # pixels without an open alert whose observation looked normal (LLR <= 0), so slow
+    # drifts (phenology, soil moisture, haze) are followed before they add up to evidence.
+    reference_follows_normal: bool = False
     s2_reference_alpha: float = 0.1
     s1_reference_count: int = 8
     s1_reference_alpha: float = 0.05
@@ -647,7 +651,7 @@ class CityState:
             k_ref, alpha_ref, p.s1_current_alpha, scale, vmax,
             p.h_first, p.h_provisional, p.h_confirm, p.evidence_cap,
             p.n_provisional, p.n_confirm, p.min_confirm_days, p.window_days,
-            p.unconfirm_after_days, transitions)
+            p.unconfirm_after_days, p.reference_follows_normal, transitions)
         self.applied[obs.scene_id] = (stream, day)
         if stream not in self.first_stream_day or day < self.first_stream_day[stream]:
             if stream not in self.last_day:  # a state from before baselines keeps none
@@ -686,7 +690,8 @@ class CityState:
 def _apply_kernel(values, valid, p_change, has_p, lut, status, run, evidence, first_day,
                   change_day, confirm_lag, count, ref, cur, has_cur, day, modality_bit,
                   k_ref, alpha_ref, alpha_cur, scale, vmax, h_first, h_prov, h_conf, cap,
-                  n_prov, n_conf, min_days, window, unconfirm_after, transitions):  # pragma: no cover
+                  n_prov, n_conf, min_days, window, unconfirm_after, follow_normal,
+                  transitions):  # pragma: no cover
     n_pix = status.size
     n_band = values.shape[0]
     lut_n = lut.size
@@ -718,6 +723,7 @@ def _apply_kernel(values, valid, p_change, has_p, lut, status, run, evidence, fi
         ev_q = evidence[i]
         r = run[i]
         rate = zero
+        normal = True  # this observation gave no positive evidence
         # An alert that did not confirm within the window is retracted, observed or not.
         if (s == 1 or s == 2) and day - np.int64(first_day[i]) > window:
             s = 4
@@ -731,6 +737,7 @@ def _apply_kernel(values, valid, p_change, has_p, lut, status, run, evidence, fi
                 pb = p_change[i] * lut_n
                 idx = 0 if pb < 0 else (lut_n - 1 if pb >= lut_n else np.int64(pb))
                 llr = lut[idx]
+                normal = llr <= 0
                 ev = ev_q * inv_ev_scale
                 new = min(max(ev + llr, 0.0), cap)
                 new_q = np.uint16(np.int64(new * ev_scale + 0.5))
@@ -767,7 +774,7 @@ def _apply_kernel(values, valid, p_change, has_p, lut, status, run, evidence, fi
             # follows pixels where nothing is going on (no evidence, no open alert).
             if cnt < k_ref:
                 rate = one / (np.float32(cnt) + one)
-            elif ev_q == 0 and (s == 0 or s == 4 or s == 5):
+            elif (s == 0 or s == 4 or s == 5) and (ev_q == 0 or (follow_normal and normal)):
                 rate = f_alpha_ref
             if has_cur:
                 rate_cur[i] = one / (np.float32(cnt) + one) if cnt < k_ref else f_alpha_cur

@@ -375,3 +375,63 @@ def test_confirmation_waits_for_the_minimum_run_duration() -> None:
     assert (state.status == Status.PROVISIONAL).all()
     assert state.apply(s2(5, 0.9)).transitions == {"provisional->confirmed": H * W}
     assert (state.change_day == date_to_day(s2(2).acquired)).all()
+
+
+# ----------------------------------------------------------------- baseline period
+def test_the_baseline_period_builds_references_and_raises_nothing() -> None:
+    params = StateParams(**{**PARAMS.to_dict(), "baseline_days": 30})
+    state = CityState.create(GRID, params)
+    # every scene of the first 30 days of the S2 stream says "change" with p = 0.99
+    for i in range(6):  # days 0..25
+        obs = s2(i, 0.99)
+        assert state.in_baseline("s2", None, obs.acquired)
+        assert state.model_inputs(obs) is None  # no model during warm-up
+        assert state.apply(obs).applied
+    assert not state.evidence.any()
+    assert (state.status == Status.NONE).all()
+    assert (state.s2_count == 6).all()  # ... but the references were built
+    obs = s2(6, 0.99)  # day 30: monitoring starts
+    assert not state.in_baseline("s2", None, obs.acquired)
+    assert state.model_inputs(obs) is not None
+    state.apply(obs)
+    assert (state.status == Status.FIRST).all()
+
+
+def test_each_stream_has_its_own_baseline_and_an_early_out_of_order_scene_extends_it() -> None:
+    params = StateParams(**{**PARAMS.to_dict(), "baseline_days": 30})
+    state = CityState.create(GRID, params)
+    state.apply(s2(0))
+    assert state.baseline_end_day("s2") == date_to_day(D0) + 30
+    assert state.baseline_end_day("s1:a") is None  # this orbit has not started
+    assert state.in_baseline("s1", "a", D0 + timedelta(days=100))  # its first scene
+    state.apply(s1(20, "a"))  # day 120: the orbit's baseline runs from its own first scene
+    assert state.baseline_end_day("s1:a") == date_to_day(D0) + 120 + 30
+    state.apply(s2(-1))  # 5 days before the first S2 scene, within the lateness limit
+    assert state.baseline_end_day("s2") == date_to_day(D0) - 5 + 30
+
+
+def test_a_state_from_before_baselines_is_not_put_back_into_warm_up() -> None:
+    state = ready_state()
+    meta = state.to_metadata()
+    meta.pop("first_day")
+    old = CityState.from_parts(meta, state.to_arrays())
+    assert not old.in_baseline("s2", None, D0 + timedelta(days=10))
+
+
+# ----------------------------------------------------------------- time of change
+def test_change_day_is_the_first_anomalous_observation_after_the_change() -> None:
+    state = ready_state()  # references from days 0 and 5
+    change_at = 6  # scenes every 5 days: the change happens on day 30
+    for i in range(2, 12):
+        state.apply(s2(i, 0.9 if i >= change_at else 0.1))
+    assert (state.status == Status.CONFIRMED).all()
+    assert (state.change_day == date_to_day(D0 + timedelta(days=5 * change_at))).all()
+
+
+def test_a_stray_early_false_positive_does_not_pull_the_change_day_forward() -> None:
+    state = ready_state()
+    series = {2: 0.9, 3: 0.1, 4: 0.1, 5: 0.1}  # one false positive, then normal again
+    for i in range(2, 14):
+        state.apply(s2(i, series.get(i, 0.9 if i >= 8 else 0.1)))
+    assert (state.status == Status.CONFIRMED).all()
+    assert (state.change_day == date_to_day(D0 + timedelta(days=40))).all()
