@@ -19,7 +19,7 @@ from monitor.domain.normalisation import (
     S2_BANDS,
 )
 
-MODEL_VERSION = "1.0.0"
+MODEL_VERSION = "2.0.0"
 CARD_SCHEMA = "urban-monitor/model-card/1"
 # Tiles are cut so that each pixel is predicted at least this far from a tile's inner edge;
 # beyond it the network's output does not depend on the padding (measured by the tiling test).
@@ -65,10 +65,16 @@ DATA_SHIFT = (
 )
 
 
-def _inputs(arch: str, names: list[str]) -> list[dict[str, Any]]:
-    spec = {"s2": [S2_INPUT, S2_INPUT], "s1": [S1_INPUT, S1_INPUT]}.get(
-        arch, [S2_INPUT, S2_INPUT, S1_INPUT, S1_INPUT]
-    )
+def s2_input(bands: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """The S2 input spec for a band list (6-band S2_BANDS or the 10-band set)."""
+    return S2_INPUT | {"bands": list(bands), "channels": len(bands)}
+
+
+def _inputs(
+    arch: str, names: list[str], bands: list[str] | tuple[str, ...] = S2_BANDS
+) -> list[dict[str, Any]]:
+    s2 = s2_input(bands)
+    spec = {"s2": [s2, s2], "s1": [S1_INPUT, S1_INPUT]}.get(arch, [s2, s2, S1_INPUT, S1_INPUT])
     roles = ["city reference (before)", "new observation (after)"] * 2
     return [
         {
@@ -104,7 +110,7 @@ def build_card(
         "width": ckpt["width"],
         "onnx": onnx_file,
         "onnx_opset": 17,
-        "inputs": _inputs(arch, INPUT_NAMES[arch]),
+        "inputs": _inputs(arch, INPUT_NAMES[arch], ckpt.get("bands") or S2_BANDS),
         "output": {
             "name": OUTPUT_NAME,
             "shape": ["batch", 1, "height", "width"],
@@ -170,6 +176,22 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"{card.get('threshold_in_sample', card['threshold'])}",
         f"- Height and width must be multiples of {card['align']} (the runtime pads); "
         f"tiles keep {card['tile_margin']} px of context.",
+    ]
+    graph = card.get("graph")
+    if graph:
+        cal = graph["calibration"]
+        lines.append(
+            f"- Graph: mean logit of {graph['ensemble_members']} network(s) x "
+            f"{graph['test_time_flips']} test-time flip(s), then {cal['form']} with "
+            f"a = {cal['a']:.4f}, b = {cal['b']:.4f}"
+        )
+    if card.get("calibration_note"):
+        lines.append(f"- Calibration: {card['calibration_note']}")
+    if card.get("quantisation"):
+        lines.append(f"- Quantisation: {card['quantisation']}")
+    if card.get("recipe"):
+        lines.append(f"- Training recipe: {card['recipe']}")
+    lines += [
         "",
         "## Inputs",
         "",
@@ -206,7 +228,18 @@ def render_markdown(card: dict[str, Any]) -> str:
     if not metrics:
         lines.append("Not evaluated yet.")
     for key, value in metrics.items():
-        if isinstance(value, dict) and "f1" in value:
+        if (
+            isinstance(value, dict)
+            and value
+            and all(isinstance(v, dict) and "f1" in v for v in value.values())
+        ):
+            lines += [f"- {key}:", "", "| method | F1 | P | R |", "|---|---|---|---|"]
+            lines += [
+                f"| {row} | {v['f1']:.3f} | {v['precision']:.3f} | {v['recall']:.3f} |"
+                for row, v in value.items()
+            ]
+            lines.append("")
+        elif isinstance(value, dict) and "f1" in value:
             lines.append(
                 f"- {key}: F1 {value['f1']:.3f}, precision {value['precision']:.3f}, "
                 f"recall {value['recall']:.3f}, IoU {value['iou']:.3f}"

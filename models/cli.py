@@ -40,6 +40,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         synthetic=args.synthetic,
         synthetic_pairs=args.synthetic_pairs,
         synthetic_share=args.synthetic_share,
+        bands=args.bands,
+        crop=args.crop,
+        jitter=args.jitter,
+        ema_decay=args.ema_decay,
     )
     path = train(cfg)
     print(f"checkpoint: {path}")
@@ -49,7 +53,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from models.export import export_checkpoint  # torch
 
-    path = export_checkpoint(Path(args.checkpoint), Path(args.out), args.name)
+    calibration = None
+    if args.calibration:
+        a, b = (float(v) for v in args.calibration.split(","))
+        calibration = (a, b)
+    path = export_checkpoint(
+        Path(args.checkpoint), Path(args.out), args.name, tta=args.tta,
+        calibration=calibration, ensemble=[Path(p) for p in _cities(args.ensemble)],
+    )  # fmt: skip
     print(f"onnx: {path}")
     return 0
 
@@ -86,6 +97,7 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
                 k, args.data, args.s1, Path(args.folds_dir), args.seed, args.threads,
                 skip_existing=args.skip_existing, archs=tuple(_cities(args.archs)),
                 epochs={a: int(n) for a, n in (e.split("=") for e in _cities(args.epochs))},
+                recipe=args.recipe, bands=args.bands,
             )  # fmt: skip
         if args.train_only:
             return 0
@@ -106,6 +118,51 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
 
         for path in ship_models(Path(args.folds_dir), Path(args.ship), args.ship_from):
             print(f"shipped: {path}")
+    return 0
+
+
+def _cmd_lco(args: argparse.Namespace) -> int:
+    import json
+
+    from models.lco import city_labels, lco_report, load_heldout, predict_heldout, render
+    from models.oscd import OSCD_CITIES
+
+    method = Path(args.method)
+    if args.predict:
+        predict_heldout(
+            method, args.artifact, Path(args.data), Path(args.s1) if args.s1 else None,
+            s2_fallback=Path(args.s2_fallback) if args.s2_fallback else None,
+            threads=args.threads,
+        )  # fmt: skip
+    heldout = load_heldout(method, city_labels(Path(args.data)))
+    if not heldout:
+        print(f"no held-out maps under {method}/heldout: run with --predict first")
+        return 1
+    result = lco_report(args.name or method.name, heldout)
+    print(render([result], list(OSCD_CITIES)))
+    print(
+        f"nested thresholds {result.thresholds}; shipping threshold {result.shipped_threshold}, "
+        f"calibration (a, b) = {tuple(round(v, 4) for v in result.shipped_calibration)}"
+    )
+    (method / "lco.json").write_text(json.dumps(result.as_dict(), indent=2))
+    return 0
+
+
+def _cmd_ship(args: argparse.Namespace) -> int:
+    import json
+
+    from models.ship import ship_model  # torch
+
+    summary = json.loads(Path(args.summary).read_text()) if args.summary else {}
+    for spec in args.model:
+        # NAME=METHOD_DIR:CKPT[,CKPT...]  (CKPTs: the all-city model.pt files)
+        name, rest = spec.split("=", 1)
+        method, ckpts = rest.split(":", 1)
+        path = ship_model(
+            [Path(c) for c in ckpts.split(",")], Path(method), Path(args.out), name,
+            tta=args.tta, summary=summary,
+        )  # fmt: skip
+        print(f"shipped: {path}")
     return 0
 
 
@@ -170,6 +227,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--out", default="var/models/run", help="output folder")
     t.add_argument("--holdout", default=None, help="comma-separated cities never trained on")
     t.add_argument("--cities", default=None, help="comma-separated training cities (default all)")
+    t.add_argument("--bands", choices=["6", "10"], default="6", help="S2 band set (default 6)")
+    t.add_argument("--crop", type=int, default=96, help="crop size in px (default 96)")
+    t.add_argument(
+        "--jitter", type=float, default=0.0,
+        help="radiometric jitter strength, per date (0 = off; recipe v2 uses 1)",
+    )  # fmt: skip
+    t.add_argument(
+        "--ema-decay", type=float, default=0.0,
+        help="EMA of the weights (0 = off; recipe v2 uses 0.99)",
+    )  # fmt: skip
     t.add_argument("--init-s2", default=None, help="dual: S2 stream checkpoint to start from")
     t.add_argument("--init-s1", default=None, help="dual: S1 stream checkpoint to start from")
     t.set_defaults(func=_cmd_train)
@@ -182,6 +249,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--checkpoint", required=True, help="model.pt written by train")
     e.add_argument("--out", default="models/artifacts/", help="output folder")
     e.add_argument("--name", default=None, help="artifact name (default change_<arch>)")
+    e.add_argument(
+        "--tta", type=int, choices=[1, 2, 4], default=1, help="test-time flips inside the graph"
+    )
+    e.add_argument(
+        "--ensemble", default=None,
+        help="comma-separated further model.pt whose logits are averaged in the graph",
+    )  # fmt: skip
+    e.add_argument("--calibration", default=None, help="Platt 'a,b' applied to the mean logit")
     e.set_defaults(func=_cmd_export)
 
     v = sub.add_parser(
@@ -230,6 +305,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--train-only", action="store_true", help="with --train: stop after training (no report)"
     )
     c.add_argument("--seed", type=int, default=0, help="random seed")
+    c.add_argument(
+        "--recipe", choices=["v1", "v2"], default="v2",
+        help="with --train: training recipe (models/folds.py RECIPES; default v2)",
+    )  # fmt: skip
+    c.add_argument("--bands", choices=["6", "10"], default="6", help="with --train: S2 band set")
     c.add_argument("--json", default=None, help="also write the figures to this JSON file")
     c.add_argument(
         "--ship",
@@ -241,6 +321,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--ship-from", default="all", help="which models to ship: 'all' (default) or 'fold<k>'"
     )
     c.set_defaults(func=_cmd_crossval)
+
+    lco = sub.add_parser(
+        "lco",
+        help="leave-cities-out table of one method folder (nested threshold + calibration)",
+        description="Runs METHOD/fold<k>/ARTIFACT.onnx on fold k's held-out cities with the "
+        "runtime code (--predict; maps stored in METHOD/heldout/), then reports pooled and "
+        "per-city F1/P/R with the threshold and a Platt calibration fitted on the other folds "
+        "only (models/lco.py). Writes METHOD/lco.json (with the shipping threshold/calibration).",
+    )
+    data_args(lco)
+    lco.add_argument("--method", required=True, help="folder with fold0..fold4 exports")
+    lco.add_argument("--artifact", default="change_s2", help="artifact name in each fold folder")
+    lco.add_argument("--predict", action="store_true", help="(re)compute the held-out maps")
+    lco.add_argument(
+        "--s2-fallback", default=None,
+        help="S1/dual: method folder whose S2 maps stand in for cities without S1",
+    )  # fmt: skip
+    lco.add_argument("--name", default=None, help="row name (default: the folder name)")
+    lco.set_defaults(func=_cmd_lco)
+
+    sh = sub.add_parser(
+        "ship",
+        help="export all-city models with the threshold/calibration of their LCO run",
+        description="Exports each --model NAME=METHOD_DIR:CKPT[,CKPT...] as OUT/NAME.onnx + card: "
+        "the all-city checkpoints (several = an ensemble averaged in the graph), with the "
+        "shipping threshold and Platt calibration of METHOD_DIR/lco.json (models lco) and the "
+        "leave-cities-out figures of every method and baseline (--summary JSON) in the card.",
+    )
+    sh.add_argument("--model", action="append", required=True, help="NAME=METHOD_DIR:CKPT[,...]")
+    sh.add_argument("--out", default="models/artifacts", help="output folder")
+    sh.add_argument("--tta", type=int, choices=[1, 2, 4], default=1, help="test-time flips")
+    sh.add_argument("--summary", default=None, help="JSON {row: pooled counts} for the cards")
+    sh.set_defaults(func=_cmd_ship)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -110,12 +110,48 @@ class ProbabilityHead(nn.Module):
         return torch.sigmoid(self.net(*inputs))
 
 
-def build_network(arch: str, width: int = 16) -> nn.Module:
-    """Network for ``arch`` in ARCHITECTURES."""
+class ExportHead(nn.Module):
+    """What the shipped graph computes after the runtime's normalisation.
+
+    The mean logit of one or more networks (an ensemble of seeds or fold models), each
+    averaged over test-time flips (``tta``: 1 = none, 2 = + horizontal flip, 4 = + vertical
+    flip and both), then a Platt calibration ``sigmoid(a * logit + b)`` (fitted on nested
+    leave-cities-out predictions) -> p(change).
+    """
+
+    def __init__(
+        self, nets: list[nn.Module], tta: int = 1, calibration: tuple[float, float] = (1.0, 0.0)
+    ) -> None:
+        super().__init__()
+        if tta not in (1, 2, 4):
+            raise ValueError(f"tta must be 1, 2 or 4, got {tta}")
+        self.nets = nn.ModuleList(nets)
+        self.tta = tta
+        self.a = float(calibration[0])
+        self.b = float(calibration[1])
+
+    def logit(self, *inputs: torch.Tensor) -> torch.Tensor:
+        flips: list[tuple[int, ...]] = [(), (3,), (2,), (2, 3)][: self.tta]
+        total = None
+        for net in self.nets:
+            for dims in flips:
+                x = [torch.flip(t, dims) if dims else t for t in inputs]
+                out = net(*x)
+                out = torch.flip(out, dims) if dims else out
+                total = out if total is None else total + out
+        assert total is not None
+        return total / (len(self.nets) * len(flips))
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.a * self.logit(*inputs) + self.b)
+
+
+def build_network(arch: str, width: int = 16, s2_channels: int = 6) -> nn.Module:
+    """Network for ``arch`` in ARCHITECTURES (``s2_channels``: 6 or 10 S2 bands)."""
     if arch == "s2":
-        return SiameseUNet(6, width)
+        return SiameseUNet(s2_channels, width)
     if arch == "s1":
         return SiameseUNet(1, width)
     if arch == "dual":
-        return DualStreamUNet(6, 1, width)
+        return DualStreamUNet(s2_channels, 1, width)
     raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES}")

@@ -30,6 +30,13 @@ from rasterio.warp import reproject
 from monitor.domain.normalisation import S2_BANDS
 from monitor.errors import UrbanMonitorError
 
+# All L2A bands the live pipeline can read at 10/20 m, in this order (issue 15); the
+# 6-band set S2_BANDS is a subset of it.
+S2_BANDS_10: tuple[str, ...] = (
+    "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12",
+)  # fmt: skip
+BAND_SETS: dict[str, tuple[str, ...]] = {"6": S2_BANDS, "10": S2_BANDS_10}
+
 log = logging.getLogger(__name__)
 
 OSCD_CITIES: tuple[str, ...] = (
@@ -47,7 +54,7 @@ class CityPair:
     """One OSCD city: two S2 dates, the change label and the S1 orbits (if any)."""
 
     name: str
-    s2_t1: np.ndarray  # (6, H, W) float32 reflectance (DN / 10000)
+    s2_t1: np.ndarray  # (C, H, W) float32 reflectance (DN / 10000), bands as read
     s2_t2: np.ndarray
     label: np.ndarray | None  # (H, W) uint8, 1 = change, 0 = no change
     s1_t1: list[np.ndarray] = field(default_factory=list)  # per orbit (1, H, W) scaled dB
@@ -93,8 +100,10 @@ def _band_path(folder: Path, band: str) -> Path:
     return matches[0]
 
 
-def _read_s2(folder: Path, grid: dict | None = None) -> tuple[np.ndarray, dict]:
-    """Read S2_BANDS onto ``grid`` (default: the grid of this folder's 10 m band B02).
+def _read_s2(
+    folder: Path, grid: dict | None = None, bands: tuple[str, ...] = S2_BANDS
+) -> tuple[np.ndarray, dict]:
+    """Read ``bands`` onto ``grid`` (default: the grid of this folder's 10 m band B02).
 
     Returns reflectance (DN / 10000; 0 where there is no data) and the grid.
     """
@@ -103,8 +112,8 @@ def _read_s2(folder: Path, grid: dict | None = None) -> tuple[np.ndarray, dict]:
             grid = {"transform": ref.transform, "crs": ref.crs, "shape": ref.shape}
     height, width = grid["shape"]
     dst_transform, dst_crs = grid["transform"], grid["crs"]
-    out = np.zeros((len(S2_BANDS), height, width), dtype=np.float32)
-    for i, band in enumerate(S2_BANDS):
+    out = np.zeros((len(bands), height, width), dtype=np.float32)
+    for i, band in enumerate(bands):
         with rasterio.open(_band_path(folder, band)) as src:
             data = src.read(1).astype(np.float32)
             if src.shape == (height, width) and src.transform == dst_transform:
@@ -129,14 +138,16 @@ def _read_onto(path: Path, grid: dict) -> np.ndarray:
     return out[None]
 
 
-def load_city(root: Path, city: str, s1_root: Path | None = None) -> CityPair:
-    """Read one city; the label is None when the city has no cm/ folder."""
+def load_city(
+    root: Path, city: str, s1_root: Path | None = None, bands: tuple[str, ...] = S2_BANDS
+) -> CityPair:
+    """Read one city (S2 ``bands``); the label is None when the city has no cm/ folder."""
     folder = Path(root) / city
     try:
-        s2_t1, grid = _read_s2(folder / "imgs_1")
+        s2_t1, grid = _read_s2(folder / "imgs_1", bands=bands)
         # Some cities' second date is on a slightly different grid (abudhabi, saclay_e):
         # the first date's grid is the label's grid, so everything is resampled onto it.
-        s2_t2, _ = _read_s2(folder / "imgs_2", grid)
+        s2_t2, _ = _read_s2(folder / "imgs_2", grid, bands)
         label = None
         cm = folder / "cm" / f"{city}-cm.tif"
         if cm.exists():
@@ -172,8 +183,11 @@ def load_city(root: Path, city: str, s1_root: Path | None = None) -> CityPair:
 
 
 def load_cities(
-    root: Path, cities: list[str] | None = None, s1_root: Path | None = None
+    root: Path,
+    cities: list[str] | None = None,
+    s1_root: Path | None = None,
+    bands: tuple[str, ...] = S2_BANDS,
 ) -> list[CityPair]:
     """Read several cities (all in the directory when ``cities`` is None)."""
     names = cities or list_cities(root)
-    return [load_city(root, c, s1_root) for c in names]
+    return [load_city(root, c, s1_root, bands) for c in names]

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from models.metrics import best_threshold
 from models.networks import ALIGN, build_network
-from models.oscd import CityPair, list_cities, load_cities
+from models.oscd import BAND_SETS, CityPair, list_cities, load_cities
 from monitor.domain.normalisation import normalise_s1, normalise_s2
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,13 @@ class TrainConfig:
     synthetic: str | None = None
     synthetic_pairs: int = 6
     synthetic_share: float = 0.25
+    # recipe v2 (issue 15): S2 band set ("6" = S2_BANDS, "10" = all L2A 10/20 m bands),
+    # radiometric jitter applied independently to the two dates (0 = off, 1 = the default
+    # strengths of ``jitter_dates``), exponential moving average of the weights (0 = off;
+    # the EMA weights are what model.pt stores and what is exported).
+    bands: str = "6"
+    jitter: float = 0.0
+    ema_decay: float = 0.0
 
 
 DATASETS = ("oscd", "synthetic", "oscd+synthetic")
@@ -95,6 +102,14 @@ def prepare_city(city: CityPair) -> PreparedCity:
     )
 
 
+def load_prepared(
+    data: str | Path, s1: str | Path | None, names: list[str], bands: str = "6"
+) -> list[PreparedCity]:
+    """Read and normalise OSCD cities with the band set ``bands`` (models.oscd.BAND_SETS)."""
+    raw = load_cities(Path(data), names, Path(s1) if s1 else None, BAND_SETS[bands])
+    return [prepare_city(c) for c in raw]
+
+
 def city_weights(cities: list[PreparedCity], synthetic_share: float = 0.0) -> np.ndarray:
     """How often each city is drawn: by size, with synthetic pairs (``synthetic-*``) taking
     ``synthetic_share`` of the draws when real cities are there too."""
@@ -107,6 +122,59 @@ def city_weights(cities: list[PreparedCity], synthetic_share: float = 0.0) -> np
     return sizes / sizes.sum()
 
 
+# Haze adds most to the short wavelengths (Rayleigh/aerosol scattering), little to SWIR.
+HAZE_WEIGHT = {
+    "B02": 1.0, "B03": 0.8, "B04": 0.65, "B05": 0.55, "B06": 0.45, "B07": 0.4,
+    "B08": 0.35, "B8A": 0.33, "B11": 0.12, "B12": 0.06,
+}  # fmt: skip
+
+
+def _smooth_field(rng: np.random.Generator, size: int, cells: int = 3) -> np.ndarray:
+    """A random field in [-1, 1] varying over a few cells across the crop (bilinear)."""
+    coarse = rng.uniform(-1.0, 1.0, size=(cells, cells)).astype(np.float32)
+    pos = np.linspace(0.0, cells - 1.0, size, dtype=np.float32)
+    i0 = np.clip(pos.astype(int), 0, cells - 2)
+    f = pos - i0
+    rows = coarse[i0] * (1 - f)[:, None] + coarse[i0 + 1] * f[:, None]
+    return rows[:, i0] * (1 - f)[None, :] + rows[:, i0 + 1] * f[None, :]
+
+
+def jitter_optical(
+    x: np.ndarray, bands: tuple[str, ...], rng: np.random.Generator, strength: float = 1.0
+) -> np.ndarray:
+    """Radiometric jitter of one date's normalised S2 crop (C, h, w), in normalised units.
+
+    What the per-image normalisation does not cancel, so that it does not look like change:
+    a residual per-band gain and offset (processing baseline, L1C vs L2A, season), a global
+    illumination gain, a smooth haze field strongest in the blue, a smooth illumination
+    gradient, and sensor noise. Applied to each date independently.
+    """
+    if rng.random() > 0.8:
+        return x
+    c, h, w = x.shape
+    s = strength
+    gain = np.exp(rng.normal(0.0, 0.08 * s, size=(c, 1, 1))) * np.exp(rng.normal(0.0, 0.08 * s))
+    offset = rng.normal(0.0, 0.12 * s, size=(c, 1, 1))
+    out = x * gain.astype(np.float32) + offset.astype(np.float32)
+    if rng.random() < 0.5:  # haze: positive, smooth, wavelength-dependent
+        weight = np.array([HAZE_WEIGHT.get(b, 0.3) for b in bands], np.float32)[:, None, None]
+        amount = rng.uniform(0.0, 0.6 * s)
+        out = out + amount * weight * (0.5 + 0.5 * _smooth_field(rng, h))[None]
+    if rng.random() < 0.5:  # illumination gradient (topography, sun angle, thin cloud)
+        out = out * (1.0 + 0.1 * s * _smooth_field(rng, h))[None]
+    out = out + rng.normal(0.0, 0.03 * s, size=out.shape).astype(np.float32)
+    return out.astype(np.float32)
+
+
+def jitter_radar(x: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """Small gain/offset and speckle-like noise on one date's normalised S1 crop."""
+    if rng.random() > 0.8:
+        return x
+    s = strength
+    out = x * np.float32(np.exp(rng.normal(0.0, 0.05 * s))) + np.float32(rng.normal(0.0, 0.1 * s))
+    return (out + rng.normal(0.0, 0.05 * s, size=x.shape)).astype(np.float32)
+
+
 def sample_batch(
     cities: list[PreparedCity],
     cfg: TrainConfig,
@@ -116,7 +184,12 @@ def sample_batch(
     """Random crops (some centred on change), random rot90 and flips."""
     if weights is None:
         weights = city_weights(cities, cfg.synthetic_share)
-    s2a, s2b, s1a, s1b, ys, ms = [], [], [], [], [], []
+    s2a: list[np.ndarray] = []
+    s2b: list[np.ndarray] = []
+    s1a: list[np.ndarray] = []
+    s1b: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    ms: list[np.ndarray] = []
     for _ in range(cfg.batch_size):
         city = cities[rng.choice(len(cities), p=weights)]
         h, w = city.label.shape
@@ -143,6 +216,12 @@ def sample_batch(
         for a in arrays:
             a = np.rot90(a, k, axes=(1, 2))
             out.append(np.ascontiguousarray(a[:, :, ::-1] if flip else a))
+        if cfg.jitter > 0:
+            bands = BAND_SETS.get(cfg.bands, BAND_SETS["6"])[: out[0].shape[0]]
+            out[0] = jitter_optical(out[0], bands, rng, cfg.jitter)
+            out[1] = jitter_optical(out[1], bands, rng, cfg.jitter)
+            out[2] = jitter_radar(out[2], rng, cfg.jitter)
+            out[3] = jitter_radar(out[3], rng, cfg.jitter)
         for lst, a in zip((s2a, s2b, s1a, s1b, ys, ms), out, strict=True):
             lst.append(a)
     return {
@@ -216,7 +295,7 @@ def train(cfg: TrainConfig) -> Path:
         s1_root = Path(cfg.s1) if cfg.s1 and cfg.arch != "s2" else None
         if cfg.arch != "s2" and s1_root is None:
             raise ValueError(f"architecture {cfg.arch} needs --s1 (the OSCD Sentinel-1 folder)")
-        raw = load_cities(Path(cfg.data), names, s1_root)
+        raw = load_cities(Path(cfg.data), names, s1_root, BAND_SETS[cfg.bands])
         if cfg.dataset == "oscd+synthetic":
             if not cfg.synthetic:
                 raise ValueError("dataset oscd+synthetic needs --synthetic (a synthetic archive)")
@@ -234,7 +313,8 @@ def train(cfg: TrainConfig) -> Path:
     train_names = [c.name for c in cities]
     log.info("training %s on %s (held out: %s)", cfg.arch, train_names, cfg.holdout)
 
-    net = build_network(cfg.arch, cfg.width)
+    n_bands = len(BAND_SETS[cfg.bands])
+    net = build_network(cfg.arch, cfg.width, n_bands)
     if cfg.arch == "dual":
         for stream, init in (("s2", cfg.init_s2), ("s1", cfg.init_s1)):
             if init:
@@ -244,14 +324,32 @@ def train(cfg: TrainConfig) -> Path:
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * cfg.steps_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total, 1))
-    start = time.perf_counter()
+    ema = {k: v.detach().clone() for k, v in net.state_dict().items()} if cfg.ema_decay else None
     losses: list[float] = []
+    first_epoch, spent = 0, 0.0
+    resume = out / "last.pt"
+    if resume.exists():
+        state = torch.load(resume, map_location="cpu", weights_only=False)
+        if state.get("config") == asdict(cfg) and "optimizer" in state:
+            net.load_state_dict(state["state_dict"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            ema = state.get("ema")
+            losses, first_epoch = state["loss_per_epoch"], state["epoch"]
+            spent = state.get("train_seconds", 0.0)
+            rng.bit_generator.state = state["numpy_rng"]
+            torch.set_rng_state(state["torch_rng"])
+            log.info("resuming %s from %s at epoch %d", cfg.arch, resume, first_epoch)
+        else:
+            log.info("%s belongs to another configuration: training from scratch", resume)
+    start = time.perf_counter() - spent
     weights = city_weights(cities, cfg.synthetic_share)
-    bar = tqdm(total=total, desc=f"train {cfg.arch}", unit="step", mininterval=2.0)
-    for epoch in range(cfg.epochs):
+    bar = tqdm(total=total, initial=first_epoch * cfg.steps_per_epoch, desc=f"train {cfg.arch}",
+               unit="step", mininterval=2.0)  # fmt: skip
+    for epoch in range(first_epoch, cfg.epochs):
         net.train()
         epoch_loss = 0.0
-        for _ in range(cfg.steps_per_epoch):
+        for step in range(cfg.steps_per_epoch):
             batch = sample_batch(cities, cfg, rng, weights)
             loss = change_loss(
                 forward_batch(net, cfg.arch, batch), batch["label"], batch["valid"], cfg.pos_weight
@@ -260,13 +358,28 @@ def train(cfg: TrainConfig) -> Path:
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                n = epoch * cfg.steps_per_epoch + step
+                update_ema(ema, net, min(cfg.ema_decay, (1.0 + n) / (10.0 + n)))
             epoch_loss += loss.item()
             bar.update(1)
         losses.append(epoch_loss / max(cfg.steps_per_epoch, 1))
         bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}")
-        torch.save({"state_dict": net.state_dict(), "epoch": epoch + 1}, out / "last.pt")
+        # Everything needed to resume exactly where this epoch ended.
+        torch.save(
+            {
+                "state_dict": net.state_dict(), "ema": ema, "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "epoch": epoch + 1, "config": asdict(cfg),
+                "loss_per_epoch": losses, "numpy_rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "train_seconds": time.perf_counter() - start,
+            },
+            out / "last.pt",
+        )  # fmt: skip
     bar.close()
     train_seconds = time.perf_counter() - start
+    if ema is not None:
+        net.load_state_dict(ema)
 
     net.eval()
     probs = [predict_city(net, cfg.arch, c) for c in cities]
@@ -279,6 +392,7 @@ def train(cfg: TrainConfig) -> Path:
         "config": asdict(cfg),
         "arch": cfg.arch,
         "width": cfg.width,
+        "bands": list(BAND_SETS[cfg.bands]),
         "train_cities": train_names,
         "threshold": threshold,
         "train_f1_at_threshold": train_f1,
@@ -297,10 +411,21 @@ def train(cfg: TrainConfig) -> Path:
     return path
 
 
+def update_ema(ema: dict[str, torch.Tensor], net: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * weights (batch-norm statistics included)."""
+    with torch.no_grad():
+        for k, v in net.state_dict().items():
+            if v.dtype.is_floating_point:
+                ema[k].mul_(decay).add_(v.detach(), alpha=1.0 - decay)
+            else:
+                ema[k].copy_(v)
+
+
 def load_checkpoint(path: Path) -> tuple[nn.Module, dict]:
     """Network (eval mode) and checkpoint dict from ``model.pt``."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    net = build_network(ckpt["arch"], ckpt["width"])
+    n_bands = len(ckpt.get("bands", BAND_SETS["6"]))
+    net = build_network(ckpt["arch"], ckpt["width"], n_bands)
     net.load_state_dict(ckpt["state_dict"])
     net.eval()
     return net, ckpt

@@ -152,10 +152,19 @@ class OnnxChangeModel:
             )
         return cls(onnx_path, json.loads(card_path.read_text()), threads=threads, **kwargs)
 
+    def _channels(self, index: int) -> int:
+        """Channels of graph input ``index`` as the card declares them (6 or 10 S2 bands)."""
+        return int(self.card["inputs"][index]["channels"])
+
     @property
     def info(self) -> ModelInfo:
-        s2 = next((i["bands"] for i in self.card["inputs"] if i["channels"] == 6), [])
-        s1 = next((i["bands"] for i in self.card["inputs"] if i["channels"] == 1), [])
+        # S2 inputs carry Sentinel-2 band names (B02 ...), S1 inputs the polarisation (VV).
+        s2: list[str] = next(
+            (i["bands"] for i in self.card["inputs"] if i["bands"][0].startswith("B")), []
+        )
+        s1: list[str] = next(
+            (i["bands"] for i in self.card["inputs"] if not i["bands"][0].startswith("B")), []
+        )
         return ModelInfo(
             name=self.card["name"],
             version=self.card["version"],
@@ -217,11 +226,12 @@ class OnnxChangeModel:
     ) -> np.ndarray:
         """p(change) (H, W) float32 for a single-modality model; NaN where ``valid`` is False.
 
-        S2 models take (6, H, W) reflectance, S1 models (1, H, W) scaled dB.
+        S2 models take (C, H, W) reflectance in the card's band order (``info.s2_bands``, 6
+        bands for change_s2), S1 models (1, H, W) scaled dB.
         """
         if self.modality == "s2":
-            ref = normalise_s2(self._check("reference", reference, 6), valid)
-            obs = normalise_s2(self._check("observation", observation, 6), valid)
+            ref = normalise_s2(self._check("reference", reference, self._channels(0)), valid)
+            obs = normalise_s2(self._check("observation", observation, self._channels(1)), valid)
         elif self.modality == "s1":
             ref = normalise_s1(self._check("reference", reference, 1), valid)
             obs = normalise_s1(self._check("observation", observation, 1), valid)
@@ -247,8 +257,8 @@ class OnnxChangeModel:
                 "use predict(reference, observation) or load change_dual",
             )
         inputs = [
-            normalise_s2(self._check("s2_reference", s2_reference, 6), valid),
-            normalise_s2(self._check("s2_observation", s2_observation, 6), valid),
+            normalise_s2(self._check("s2_reference", s2_reference, self._channels(0)), valid),
+            normalise_s2(self._check("s2_observation", s2_observation, self._channels(1)), valid),
             normalise_s1(self._check("s1_reference", s1_reference, 1), valid),
             normalise_s1(self._check("s1_observation", s1_observation, 1), valid),
         ]
