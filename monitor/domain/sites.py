@@ -19,7 +19,8 @@ deterministic and can never collide). After every update :func:`update_sites`:
 
 Site lifecycle (what subscribers see as the alert status):
 
-* ``first`` / ``provisional``: the most advanced pixel status of the site;
+* ``first``: active pixels, fewer than ``min_confirmed_px`` of them provisional or beyond;
+* ``provisional``: at least ``min_confirmed_px`` provisional (or confirmed) pixels;
 * ``confirmed``: at least ``min_confirmed_px`` confirmed pixels. **Confirmed is final**:
   the footprint of a confirmed site is its confirmed pixels and it never goes back to
   provisional or retracted;
@@ -126,7 +127,8 @@ def _site_status(prev: SiteSummary | None, n_active: int, n_prov: int, n_conf: i
         return "confirmed"
     if n_active == 0:
         return "retracted"
-    return "provisional" if (n_prov + n_conf) > 0 else "first"
+    # provisional, like confirmed, needs a mappable unit of such pixels, not one pixel
+    return "provisional" if (n_prov + n_conf) >= rules.min_confirmed_px else "first"
 
 
 def update_sites(status: np.ndarray, site: np.ndarray, first_day: np.ndarray,

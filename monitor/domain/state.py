@@ -282,6 +282,7 @@ _ARRAY_SPECS: dict[str, tuple[str, str]] = {
     "s1_reference": ("u2", "orbit"),
     "s1_current": ("u2", "orbit"),
     "site": ("u4", ""),   # site id of pixels that ever became active (monitor.domain.sites)
+    "last_clear": ("u2", ""),  # day of the last clear S2 observation (0 = never)
 }
 
 
@@ -385,6 +386,8 @@ class CityState:
             # format 1 (before sites): no pixel belongs to a site yet; sites form as the
             # state's active pixels are next updated
             loaded["site"] = np.zeros(grid.shape, dtype=np.uint32)
+        if "last_clear" not in loaded and int(metadata.get("format", 1)) < 2:
+            loaded["last_clear"] = np.zeros(grid.shape, dtype=np.uint16)  # not known
         return cls(grid, params, loaded, metadata)
 
     def copy(self) -> CityState:
@@ -419,6 +422,17 @@ class CityState:
         lag = self._a["confirm_lag"]
         out = self._a["first_day"].astype(np.int32) + lag.astype(np.int32) - 1
         return np.where(lag > 0, out, 0).astype(np.uint16)
+
+    @property
+    def last_clear_day(self) -> np.ndarray:
+        """(H, W) uint16 state day of each pixel's last clear S2 observation, 0 = never."""
+        return self._a["last_clear"]
+
+    def days_since_clear(self, day: date) -> np.ndarray:
+        """(H, W) float32 days from the last clear S2 observation to ``day`` (NaN: never)."""
+        last = self._a["last_clear"].astype(np.float32)
+        out = np.float32(date_to_day(day)) - last
+        return np.where(last > 0, out, np.nan).astype(np.float32)
 
     @property
     def run_count(self) -> np.ndarray:
@@ -652,6 +666,10 @@ class CityState:
             p.h_first, p.h_provisional, p.h_confirm, p.evidence_cap,
             p.n_provisional, p.n_confirm, p.min_confirm_days, p.window_days,
             p.unconfirm_after_days, p.reference_follows_normal, transitions)
+        if obs.modality == "s2":
+            clear = obs.valid & np.all(np.isfinite(obs.values), axis=0)
+            last_clear = a["last_clear"]
+            last_clear[clear] = np.maximum(last_clear[clear], np.uint16(day))
         self.applied[obs.scene_id] = (stream, day)
         if stream not in self.first_stream_day or day < self.first_stream_day[stream]:
             if stream not in self.last_day:  # a state from before baselines keeps none

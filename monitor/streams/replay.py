@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date
@@ -81,9 +82,11 @@ def stream_scenes(archive: StreamArchive, cache_dir: Path | None = None, *,
             valid = raster.valid
             meta = {"id": scene.item_id, "modality": scene.modality, "orbit": orbit,
                     "acquired": scene.acquired.date().isoformat()}
-            if path is not None:
-                np.savez(path, values=values.astype(np.float16), valid=valid,
+            if path is not None:  # written whole, then moved: concurrent readers are safe
+                tmp = path.with_name(f"{path.stem}.{os.getpid()}.part.npz")
+                np.savez(tmp, values=values.astype(np.float16), valid=valid,
                          meta=json.dumps(meta))
+                os.replace(tmp, path)
         if float(valid.mean()) < min_valid_fraction:
             continue
         yield Scene(meta["id"], meta["modality"], meta["orbit"],

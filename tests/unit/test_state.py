@@ -72,11 +72,11 @@ def test_dates_are_uint16_days_since_2014() -> None:
         day_to_date(0)
 
 
-def test_state_fits_in_36_bytes_per_pixel_with_two_orbits() -> None:
-    # 32 bytes of references, evidence and lifecycle + 4 for the pixel's site id
+def test_state_fits_in_38_bytes_per_pixel_with_two_orbits() -> None:
+    # 32 bytes of references, evidence and lifecycle + 4 for the site id + 2 for the last clear day
     state = CityState.create(GRID, StateParams(n_orbits=2))
-    assert state.nbytes_per_pixel() == 36.0
-    assert CityState.create(GRID, StateParams(n_orbits=1)).nbytes_per_pixel() == 31.0
+    assert state.nbytes_per_pixel() == 38.0
+    assert CityState.create(GRID, StateParams(n_orbits=1)).nbytes_per_pixel() == 33.0
 
 
 def test_params_are_validated() -> None:
@@ -435,3 +435,18 @@ def test_a_stray_early_false_positive_does_not_pull_the_change_day_forward() -> 
         state.apply(s2(i, series.get(i, 0.9 if i >= 8 else 0.1)))
     assert (state.status == Status.CONFIRMED).all()
     assert (state.change_day == date_to_day(D0 + timedelta(days=40))).all()
+
+
+def test_each_pixel_knows_when_it_was_last_seen_clearly() -> None:
+    state = CityState.create(GRID, PARAMS)
+    assert (state.last_clear_day == 0).all()
+    assert np.isnan(state.days_since_clear(D0)).all()
+    state.apply(s2(0))
+    cloudy = np.ones((H, W), bool)
+    cloudy[0, :] = False  # the first row is under a cloud on day 5
+    state.apply(s2(1, valid=cloudy))
+    state.apply(s1(1, "a"))  # radar does not count as a clear optical view
+    assert (state.last_clear_day[0] == date_to_day(D0)).all()
+    assert (state.last_clear_day[1:] == date_to_day(D0 + timedelta(days=5))).all()
+    since = state.days_since_clear(D0 + timedelta(days=35))
+    assert (since[0] == 35).all() and (since[1:] == 30).all()
