@@ -2,7 +2,10 @@
 
 Each area adds its subcommands through a ``register(subparsers)`` function in its own
 module, listed in ``_COMMAND_MODULES``; the modules import heavy libraries (torch,
-rasterio, onnxruntime) only inside their handlers so that ``--help`` stays fast.
+rasterio, onnxruntime) only inside their handlers so that ``--help`` stays fast. The
+outer layers add theirs through ``extra_commands``: the installed ``urban-monitor``
+command is ``services.cli.main``, which adds ``serve`` and the tools of a source checkout
+(this package never imports ``services`` or ``tools``).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import importlib
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from monitor.errors import UrbanMonitorError
@@ -23,10 +26,9 @@ _COMMAND_MODULES = (
     "monitor.synthetic.cli",
     "monitor.pipeline.discovery_cli",
     "monitor.pipeline.demo_cli",
-    "services.cli",
     "models.cli",
-    "monitor.reliability.cli",
 )
+Register = Callable[[argparse._SubParsersAction], None]
 
 DESCRIPTION = """\
 Urban Monitor watches cities change from space: it discovers new Sentinel-1 and
@@ -89,7 +91,7 @@ def _cmd_db_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra_commands: Sequence[Register] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="urban-monitor", description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -127,11 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module_name in _COMMAND_MODULES:
         importlib.import_module(module_name).register(sub)
+    for register in extra_commands:
+        register(sub)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, *,
+         extra_commands: Sequence[Register] = ()) -> int:
+    parser = build_parser(extra_commands)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

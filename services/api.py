@@ -43,12 +43,13 @@ from shapely.geometry import box, mapping, shape
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from monitor.adapters.database import AlertRecord, Database, Subscription
+from monitor.adapters.database import Database
 from monitor.domain.grid import CityGrid
+from monitor.domain.records import AlertQuery, Subscription
+from monitor.domain.vocabulary import ALERT_STATUSES, as_utc, iso_utc
 from monitor.errors import RequestError, UrbanMonitorError
 from monitor.pipeline.alerting import record_to_event
-from monitor.pipeline.city_stats import ALERT_STATUSES, CityInfo, city_stats
-from monitor.pipeline.outbox import as_utc
+from monitor.pipeline.city_stats import CityInfo, city_stats
 from monitor.settings import Settings, load_settings
 from services.api_maps import STATUS_CODES, change_day_map, encode_geotiff, encode_png
 from services.api_ogc import (
@@ -151,10 +152,9 @@ class SubscriptionIn(BaseModel):
 def _subscription_out(sub: Subscription, secret: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": sub.id, "name": sub.name, "url": sub.url,
-        "cities": json.loads(sub.cities_json or "[]"),
-        "statuses": json.loads(sub.statuses_json or "[]"),
+        "cities": list(sub.cities), "statuses": list(sub.statuses),
         "min_confidence": sub.min_confidence, "active": sub.active,
-        "created": as_utc(sub.created_at).isoformat().replace("+00:00", "Z"),
+        "created": iso_utc(sub.created_at) if sub.created_at else None,
     }
     if secret:
         out["secret"] = sub.secret
@@ -194,11 +194,8 @@ class Catalogue:
                                  built_up_km2=dict(c.built_up_km2))
         for row in self.db.cities():
             if row.id not in out:
-                out[row.id] = CityInfo(
-                    id=row.id, name=row.name, country=row.country,
-                    aoi=json.loads(row.aoi_geojson),
-                    population={int(k): float(v)
-                                for k, v in json.loads(row.population_json or "{}").items()})
+                out[row.id] = CityInfo(id=row.id, name=row.name, country=row.country,
+                                       aoi=row.aoi, population=dict(row.population))
         for city_id, pop in self.population.items():
             if city_id in out:
                 out[city_id].population = {**out[city_id].population, **pop}
@@ -365,25 +362,12 @@ def create_app(settings: Settings, db: Database, state_store: Any | None = None)
         if bad:
             raise RequestError("status", f"'{bad[0]}' is not a status",
                                f"use one or more of {list(ALERT_STATUSES)}, comma-separated")
-        filters: dict[str, Any] = {
-            "city_id": city, "statuses": statuses or None,
-            "detected_from": interval.start if interval else None,
-            "detected_to": interval.end if interval else None,
-        }
-        if boxes is None:
-            matched = db.count_alerts(**filters)
-            rows = db.alerts(**filters, limit=limit, offset=offset)
-            return [alert_feature(r, b) for r in rows], matched
-        # Envelope pre-filter in SQL, exact intersection here, then page.
-        found: dict[str, AlertRecord] = {}
-        for bb in boxes:
-            area = box(*bb)
-            for r in db.alerts(**filters, bbox=bb, limit=None):
-                if r.id not in found and shape(json.loads(r.geometry_json)).intersects(area):
-                    found[r.id] = r
-        ordered = sorted(found.values(), key=lambda r: (r.first_detected, r.id))
-        page = ordered[offset:offset + limit]
-        return [alert_feature(r, b) for r in page], len(ordered)
+        query = AlertQuery(city_id=city, statuses=tuple(statuses),
+                           boxes=tuple(boxes) if boxes is not None else None,
+                           detected_from=interval.start if interval else None,
+                           detected_to=interval.end if interval else None)
+        page = db.find_alerts(query, limit=limit, offset=offset)
+        return [alert_feature(r, b) for r in page.alerts], page.matched
 
     def city_feature(c: CityInfo, b: str) -> dict[str, Any]:
         return {"type": "Feature", "id": c.id, "geometry": c.aoi,
@@ -504,12 +488,10 @@ def create_app(settings: Settings, db: Database, state_store: Any | None = None)
         if unknown:
             raise RequestError("cities", f"unknown city '{unknown[0]}'",
                                "see /collections/cities/items")
-        sub = Subscription(id=uuid.uuid4().hex, name=body.name, url=body.url,
-                           secret=body.secret or secrets.token_hex(32),
-                           cities_json=json.dumps(body.cities),
-                           statuses_json=json.dumps(list(body.statuses)),
-                           min_confidence=body.min_confidence)
-        db.add_subscription(sub)
+        sub = db.add_subscription(Subscription(
+            id=uuid.uuid4().hex, name=body.name, url=body.url,
+            secret=body.secret or secrets.token_hex(32), cities=body.cities,
+            statuses=body.statuses, min_confidence=body.min_confidence))
         return JSONResponse(_subscription_out(sub, secret=True), status_code=201,
                             headers={"Location": f"{base(request)}/subscriptions/{sub.id}"})
 
@@ -544,8 +526,8 @@ def create_app(settings: Settings, db: Database, state_store: Any | None = None)
             "id": r.id, "event_id": r.event_id, "alert_id": r.alert_id, "status": r.status,
             "attempts": r.attempts, "last_status_code": r.last_status_code,
             "last_error": r.last_error,
-            "next_attempt_at": as_utc(r.next_attempt_at).isoformat(),
-            "delivered_at": as_utc(r.delivered_at).isoformat() if r.delivered_at else None,
+            "next_attempt_at": r.next_attempt_at.isoformat() if r.next_attempt_at else None,
+            "delivered_at": r.delivered_at.isoformat() if r.delivered_at else None,
         } for r in rows]}
 
     @app.get("/health", summary="Liveness and database check")
@@ -576,7 +558,8 @@ async def _alert_stream(request: Request, db: Database, city: str | None,
                                        order_by_updated=True)
         for row in rows:
             key = (row.id, row.revision)
-            updated = as_utc(row.updated_at)
+            assert row.updated_at is not None  # read back from the database
+            updated = row.updated_at
             if key in sent or updated < floor:
                 continue
             sent[key] = updated
@@ -596,24 +579,17 @@ async def _alert_stream(request: Request, db: Database, city: str | None,
 def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
+    from monitor.cli import configure_logging
+    from monitor.pipeline.runtime import open_database, state_store
+
     parser = argparse.ArgumentParser(prog="urban-monitor-api", description=__doc__)
     parser.add_argument("--config", help="settings YAML (default config/default.yaml)")
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
     args = parser.parse_args(argv)
     settings = load_settings(args.config)
-    logging.basicConfig(level=settings.logging.level,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    db = Database(settings.database.url)
-    db.init_schema()
-    state_store = None
-    try:
-        from monitor.adapters.state_store import StateStore
-
-        state_store = StateStore(settings.state.url)
-    except ImportError:
-        log.warning("no state store adapter: the change maps answer 404")
-    app = create_app(settings, db, state_store)
+    configure_logging(settings.logging.level)
+    app = create_app(settings, open_database(settings), state_store(settings))
     uvicorn.run(app, host=args.host or settings.api.host, port=args.port or settings.api.port,
                 log_level=settings.logging.level.lower())
     return 0

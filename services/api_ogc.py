@@ -8,15 +8,16 @@ end opens an interval. bbox is in CRS84 (lon/lat) only.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
 from urllib.parse import urlencode
 
-from monitor.adapters.database import AlertRecord
 from monitor.errors import RequestError
+from monitor.reporting.features import GEOJSON, alert_feature
+
+__all__ = ["CONFORMANCE", "CRS84", "GEOJSON", "Interval", "alert_feature", "paging_links",
+           "parse_bbox", "parse_datetime", "parse_limit", "parse_offset"]
 
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 CONFORMANCE = [
@@ -24,7 +25,6 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/oas30",
     "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/geojson",
 ]
-GEOJSON = "application/geo+json"
 
 
 @dataclass(frozen=True)
@@ -129,35 +129,6 @@ def parse_offset(text: str | None) -> int:
     if value < 0:
         raise RequestError("offset", f"{value} is negative", "give 0 or more")
     return value
-
-
-def alert_feature(record: AlertRecord, base_url: str) -> dict[str, Any]:
-    return {
-        "type": "Feature",
-        "id": record.id,
-        "geometry": json.loads(record.geometry_json),
-        "properties": {
-            "city_id": record.city_id,
-            "status": record.status,
-            "revision": record.revision,
-            "area_m2": record.area_m2,
-            "first_detected": record.first_detected.isoformat(),
-            "confirmed": record.confirmed.isoformat() if record.confirmed else None,
-            "retracted": record.retracted.isoformat() if record.retracted else None,
-            "change_date": record.change_date.isoformat() if record.change_date else None,
-            "confidence": record.confidence,
-            "model_version": record.model_version,
-            "scene_ids": ",".join(json.loads(record.scene_ids_json or "[]")),
-            "updated": _iso(record.updated_at),
-        },
-        "links": [{"href": f"{base_url}/collections/alerts/items/{record.id}",
-                   "rel": "self", "type": GEOJSON}],
-    }
-
-
-def _iso(value: datetime) -> str:
-    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value.isoformat().replace("+00:00", "Z")
 
 
 def paging_links(base_url: str, collection: str, query: dict[str, str], offset: int,

@@ -1,44 +1,51 @@
-"""`urban-monitor serve ...`: run one process of the system (or all of them, embedded)."""
+"""`urban-monitor`: the command-line entry point, and `urban-monitor serve ...`.
+
+``main`` is the library's CLI (``monitor.cli``: config, events, db, discover, backfill,
+demo, synthetic, models) plus what only the outer layers provide: ``serve`` (run one
+process of the system, or all of them) and the development tools of a source checkout
+(``reliability``, from ``tools/``). The per-process mains (``python -m services.<role>``)
+and ``serve`` share :func:`serve_roles`: settings -> composition root -> roles until
+SIGTERM/SIGINT.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from monitor.pipeline.runtime import Runtime
-from monitor.settings import load_settings
+from monitor import cli as library_cli
+from monitor.errors import UrbanMonitorError
+from monitor.pipeline.runtime import (
+    Runtime,
+    build_runtime,
+    install_stop_handlers,
+    run_alerting,
+    run_inference,
+    state_store,
+)
+from monitor.pipeline.scheduling import run_scheduler
+from monitor.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
 ROLES = ("scheduler", "inference", "alerting", "api", "all")
-
-
-def install_stop_handlers(stop: threading.Event) -> None:
-    """SIGTERM/SIGINT set ``stop``: loops finish the record in hand, commit, and exit."""
-
-    def handler(signum: int, _frame: object) -> None:
-        log.info("received %s: stopping after the work in hand", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+Role = Callable[[Runtime, threading.Event], object]
 
 
 def run_api(runtime: Runtime, stop: threading.Event) -> None:
     """The API (uvicorn) until ``stop`` is set."""
     import uvicorn
 
-    from monitor.adapters.state_store import StateStore
     from services.api import create_app
 
     settings = runtime.settings
-    app = create_app(settings, runtime.db, StateStore(settings.state.url))
+    app = create_app(settings, runtime.db, state_store(settings))
     server = uvicorn.Server(uvicorn.Config(app, host=settings.api.host, port=settings.api.port,
                                            log_level=settings.logging.level.lower()))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # ours stop it
+    # Our stop event ends it (uvicorn would otherwise take SIGINT/SIGTERM for itself).
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     stop.wait()
@@ -46,37 +53,25 @@ def run_api(runtime: Runtime, stop: threading.Event) -> None:
     thread.join(timeout=10)
 
 
-def _role_runner(role: str) -> Callable[[Runtime, threading.Event], object]:
-    if role == "scheduler":
-        from services.scheduler import run_scheduler
-
-        return lambda rt, stop: run_scheduler(rt.settings, rt.bus, rt.db, stop,
-                                              install_signals=False)
-    if role == "inference":
-        from services.inference import run_inference
-
-        return run_inference
-    if role == "alerting":
-        from services.alerting import run_alerting
-
-        return lambda rt, stop: run_alerting(rt.settings, rt.bus, rt.db, stop)
-    return run_api
+RUNNERS: dict[str, Role] = {
+    "scheduler": lambda rt, stop: run_scheduler(rt.settings, rt.bus, rt.db, stop,
+                                                install_signals=False),
+    "inference": run_inference,
+    "alerting": lambda rt, stop: run_alerting(rt.settings, rt.bus, rt.db, stop),
+    "api": run_api,
+}
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
-    from monitor.pipeline.runtime import build_runtime
-
-    settings = load_settings(args.config)
-    if args.role == "all" and settings.bus.kind != "embedded":
-        log.info("serve all with bus=%s: every role in this process", settings.bus.kind)
+def serve_roles(settings: Settings, roles: Sequence[str]) -> int:
+    """Run ``roles`` (each in its own thread, one shared runtime) until SIGTERM/SIGINT or
+    until every role has returned."""
     runtime = build_runtime(settings)
     stop = threading.Event()
     install_stop_handlers(stop)
-    roles = ["scheduler", "inference", "alerting", "api"] if args.role == "all" else [args.role]
     threads = []
     for role in roles:
-        runner = _role_runner(role)
-        thread = threading.Thread(target=runner, args=(runtime, stop), name=role, daemon=True)
+        thread = threading.Thread(target=RUNNERS[role], args=(runtime, stop), name=role,
+                                  daemon=True)
         thread.start()
         threads.append(thread)
         log.info("%s started", role)
@@ -91,7 +86,30 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def role_main(role: str, argv: Sequence[str] | None = None) -> int:
+    """``python -m services.<role> [--config FILE]``."""
+    parser = argparse.ArgumentParser(prog=f"python -m services.{role}",
+                                     description=f"Run the {role} process of Urban Monitor.")
+    parser.add_argument("--config", default=None, help="settings file (YAML)")
+    args = parser.parse_args(argv)
+    settings = load_settings(args.config)
+    library_cli.configure_logging(settings.logging.level)
+    try:
+        return serve_roles(settings, [role])
+    except UrbanMonitorError as exc:  # e.g. the database or the broker is not there
+        log.error("%s", exc)
+        return 2
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    if args.role == "all" and settings.bus.kind != "embedded":
+        log.info("serve all with bus=%s: every role in this process", settings.bus.kind)
+    roles = ["scheduler", "inference", "alerting", "api"] if args.role == "all" else [args.role]
+    return serve_roles(settings, roles)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser(
         "serve", help="run a service: scheduler, inference, alerting, api, or all",
         description="Run one process of the system. In distributed mode (bus.kind=kafka) "
@@ -101,3 +119,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                     "only after processing, so nothing is lost).")
     serve.add_argument("role", choices=ROLES)
     serve.set_defaults(func=_cmd_serve)
+
+
+def register_tools(subparsers: argparse._SubParsersAction) -> None:
+    """The development tools of a source checkout (``tools/``: the fault-injection and
+    load harness). Without them (an installed wheel) the command says where they are."""
+    try:
+        from tools.reliability.cli import register as register_reliability
+    except ImportError:
+        register_reliability = _missing_reliability
+    register_reliability(subparsers)
+
+
+def _missing_reliability(subparsers: argparse._SubParsersAction) -> None:
+    def refuse(_: argparse.Namespace) -> int:
+        raise UrbanMonitorError(
+            "the reliability harness (tools/reliability) is not installed with this copy",
+            "run it from a source checkout: pip install -e . in the repository, then "
+            "urban-monitor reliability faults")
+
+    tool = subparsers.add_parser("reliability", help="fault injection (source checkout only)")
+    tool.add_argument("arguments", nargs=argparse.REMAINDER)
+    tool.set_defaults(func=refuse)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``urban-monitor`` command."""
+    return library_cli.main(argv, extra_commands=(register, register_tools))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -59,6 +59,14 @@ class EmbeddedBus:
             parts[partition_for(key, len(parts))].append((key, bytes(value)))
             self._cond.notify_all()
 
+    def publish_many(self, topic: str, records: Iterable[tuple[str, bytes]]) -> int:
+        """Publish (key, value) records in order; returns how many."""
+        count = 0
+        for key, value in records:
+            self.publish(topic, key, value)
+            count += 1
+        return count
+
     def flush(self, timeout_s: float = 30.0) -> None:
         return None  # publish is synchronous
 

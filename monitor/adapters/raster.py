@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import rasterio
@@ -23,6 +22,9 @@ from monitor.domain.events import SceneData
 from monitor.domain.grid import CityGrid
 from monitor.domain.masks import s1_valid_mask, s2_valid_mask
 from monitor.errors import SceneReadError
+from monitor.ports import SceneRaster
+
+__all__ = ["RasterioSceneReader", "SceneRaster"]
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +38,6 @@ _GDAL_ENV = {
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.TIF,.tiff,.jp2",
     "VSI_CACHE": "TRUE",
 }
-
-
-@dataclass(frozen=True)
-class SceneRaster:
-    """A scene on the city grid: values (C, H, W) float32, a valid mask and band names."""
-
-    values: np.ndarray
-    valid: np.ndarray
-    bands: tuple[str, ...]
-
-    @property
-    def valid_fraction(self) -> float:
-        return float(self.valid.mean()) if self.valid.size else 0.0
 
 
 def _href(href: str) -> str:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from monitor.errors import EventError
 
-SPEC_VERSION = "1.0"
+SPEC_VERSION: Literal["1.0"] = "1.0"
 SCENE_TYPE = "org.urbanmonitor.scene.discovered.v1"
 CHANGE_TYPE = "org.urbanmonitor.change.detected.v1"
 ALERT_TYPE = "org.urbanmonitor.alert.updated.v1"
@@ -165,7 +165,10 @@ class CloudEvent(BaseModel):
         return self.subject
 
 
-def _envelope(event_id: str, source: str, data: _Data, subject: str,
+EventData = SceneData | ChangeData | AlertData | DeadLetterData
+
+
+def _envelope(event_id: str, source: str, data: EventData, subject: str,
               time: datetime | None = None) -> CloudEvent:
     event_type = next(t for t, m in DATA_MODELS.items() if isinstance(data, m))
     return CloudEvent(

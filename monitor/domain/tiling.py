@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -112,7 +113,7 @@ def pad_to_multiple(array: np.ndarray, align: int) -> tuple[np.ndarray, int, int
     if not ph and not pw:
         return array, 0, 0
     pad = [(0, 0)] * (array.ndim - 2) + [(0, ph), (0, pw)]
-    mode = "reflect" if h > ph and w > pw else "edge"
+    mode: Literal["reflect", "edge"] = "reflect" if h > ph and w > pw else "edge"
     return np.pad(array, pad, mode=mode), ph, pw
 
 

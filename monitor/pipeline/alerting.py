@@ -14,18 +14,17 @@ event (or at start). AlertEvent ids are ``hash(alert id, revision)``.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from shapely.geometry import shape
 
-from monitor.adapters.database import AlertRecord, Database
 from monitor.domain.alerts import Alert, AlertRules, track_alerts
 from monitor.domain.events import AlertData, ChangeData, CloudEvent, alert_event
+from monitor.domain.records import StoredAlert
 from monitor.pipeline.outbox import plan_deliveries, publish_pending
-from monitor.ports import Bus, Message
+from monitor.ports import AlertingStore, Bus, Message
 from monitor.settings import AlertingSettings
 
 log = logging.getLogger(__name__)
@@ -37,54 +36,48 @@ def rules_from(settings: AlertingSettings) -> AlertRules:
                       confidence_step=settings.confidence_step)
 
 
-def record_to_alert(record: AlertRecord) -> Alert:
+def record_to_alert(record: StoredAlert) -> Alert:
     return Alert(
         alert_id=record.id, city_id=record.city_id, status=record.status,
-        revision=record.revision, geometry=shape(json.loads(record.geometry_json)),
+        revision=record.revision, geometry=shape(record.geometry),
         area_m2=record.area_m2, first_detected=record.first_detected,
         confirmed=record.confirmed, retracted=record.retracted,
         change_date=record.change_date, confidence=record.confidence,
-        model_version=record.model_version,
-        scene_ids=tuple(json.loads(record.scene_ids_json or "[]")),
+        model_version=record.model_version, scene_ids=record.scene_ids,
     )
 
 
-def alert_to_record(alert: Alert, previous: AlertRecord | None = None) -> AlertRecord:
-    minx, miny, maxx, maxy = alert.geometry.bounds
-    record = AlertRecord(
+def alert_to_record(alert: Alert, previous: StoredAlert | None = None) -> StoredAlert:
+    return StoredAlert(
         id=alert.alert_id, city_id=alert.city_id, status=alert.status,
-        revision=alert.revision, geometry_json=json.dumps(alert.geometry_geojson()),
-        minx=minx, miny=miny, maxx=maxx, maxy=maxy, area_m2=round(alert.area_m2, 2),
-        first_detected=alert.first_detected, confirmed=alert.confirmed,
-        retracted=alert.retracted, change_date=alert.change_date,
+        revision=alert.revision, geometry=alert.geometry_geojson(),
+        area_m2=round(alert.area_m2, 2), first_detected=alert.first_detected,
+        confirmed=alert.confirmed, retracted=alert.retracted, change_date=alert.change_date,
         confidence=alert.confidence, model_version=alert.model_version,
-        scene_ids_json=json.dumps(list(alert.scene_ids)),
+        scene_ids=alert.scene_ids,
+        created_at=previous.created_at if previous is not None else None,
     )
-    if previous is not None:
-        record.created_at = previous.created_at
-    return record
 
 
-def record_to_data(record: AlertRecord) -> AlertData:
+def record_to_data(record: StoredAlert) -> AlertData:
     return AlertData(
         alert_id=record.id, city_id=record.city_id, status=record.status,  # type: ignore[arg-type]
-        revision=record.revision, geometry=json.loads(record.geometry_json),
+        revision=record.revision, geometry=record.geometry,
         area_m2=record.area_m2, first_detected=record.first_detected,
         confirmed=record.confirmed, retracted=record.retracted,
         change_date=record.change_date, confidence=record.confidence,
-        model_version=record.model_version,
-        scene_ids=json.loads(record.scene_ids_json or "[]"),
+        model_version=record.model_version, scene_ids=list(record.scene_ids),
     )
 
 
-def record_to_event(record: AlertRecord, time: datetime | None = None) -> CloudEvent:
+def record_to_event(record: StoredAlert, time: datetime | None = None) -> CloudEvent:
     event = alert_event(record_to_data(record))
     if time is not None:
         event = event.model_copy(update={"time": time})
     return event
 
 
-def apply_change_event(db: Database, change: ChangeData, *, rules: AlertRules,
+def apply_change_event(db: AlertingStore, change: ChangeData, *, rules: AlertRules,
                        alerts_topic: str | None, event_id: str | None = None) -> list[CloudEvent]:
     """Fold one ChangeEvent into the city's alerts; save revisions and their outbox rows.
     Returns the AlertEvents of the new revisions (empty when nothing changed).
@@ -107,7 +100,7 @@ def apply_change_event(db: Database, change: ChangeData, *, rules: AlertRules,
             db.save_alert_changes([], [], folded=folded)
         return []
     subscriptions = db.subscriptions(active_only=True)
-    new_records: list[AlertRecord] = []
+    new_records: list[StoredAlert] = []
     events: list[CloudEvent] = []
     deliveries = []
     for alert in result.changed:
@@ -125,7 +118,7 @@ def apply_change_event(db: Database, change: ChangeData, *, rules: AlertRules,
 class AlertingHandler:
     """The EventLoop handler of the alerting service."""
 
-    def __init__(self, db: Database, bus: Bus, *, settings: AlertingSettings,
+    def __init__(self, db: AlertingStore, bus: Bus, *, settings: AlertingSettings,
                  alerts_topic: str) -> None:
         self.db = db
         self.bus = bus

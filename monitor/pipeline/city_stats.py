@@ -12,11 +12,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from monitor.adapters.database import AlertRecord
+from monitor.domain.records import StoredAlert
 from monitor.domain.sdg import built_up_series, population_at, sdg_11_3_1, year_fraction
+from monitor.domain.vocabulary import ALERT_STATUSES, DAY_EPOCH
 from monitor.errors import RequestError, UrbanMonitorError
-
-ALERT_STATUSES = ("first", "provisional", "confirmed", "retracted")
 
 
 class CityInfo(BaseModel):
@@ -40,7 +39,7 @@ def _parse_year_or_date(name: str, text: str | None) -> date | None:
                            "give YYYY or YYYY-MM-DD") from None
 
 
-def city_stats(city: CityInfo, alerts: Sequence[AlertRecord], t1_text: str | None,
+def city_stats(city: CityInfo, alerts: Sequence[StoredAlert], t1_text: str | None,
                t2_text: str | None) -> dict[str, Any]:
     """Counts, built-up area over time and SDG 11.3.1 for one city (see monitor.domain.sdg)."""
     counts = {s: 0 for s in ALERT_STATUSES}
@@ -57,7 +56,7 @@ def city_stats(city: CityInfo, alerts: Sequence[AlertRecord], t1_text: str | Non
             raise RequestError("t1", f"no baseline built-up area for {wanted}",
                                f"use a year of cities[].built_up_km2: {sorted(city.built_up_km2)}")
         baseline_year = wanted
-    baseline_date = date(baseline_year, 1, 1) if baseline_year else (t1 or date(2014, 1, 1))
+    baseline_date = date(baseline_year, 1, 1) if baseline_year else (t1 or DAY_EPOCH)
     baseline_m2 = city.built_up_km2[baseline_year] * 1e6 if baseline_year else None
     series = built_up_series(baseline_m2, baseline_date, additions)
     if t2 is None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -19,12 +21,15 @@ from typing import Any
 import numpy as np
 
 from monitor.domain.city import City
+from monitor.domain.records import StoredAlert
+from monitor.domain.vocabulary import UNIX_DAY_OFFSET, Status
+from monitor.errors import UrbanMonitorError
+from monitor.pipeline.consuming import EventLoop
 from monitor.settings import CitySettings, Settings
 
 log = logging.getLogger(__name__)
 
 DEMO_CITY_ID = "demo-city"
-EPOCH_OFFSET_DAYS = (date(2014, 1, 1) - date(1970, 1, 1)).days  # state days -> epoch days
 
 
 @dataclass
@@ -107,7 +112,7 @@ def _reset_outputs(settings: Settings) -> None:
         shutil.rmtree(state_dir)
 
 
-def _drain(loop: Any, limit_s: float = 600.0) -> int:
+def _drain(loop: EventLoop, limit_s: float = 600.0) -> int:
     """Process everything waiting on the embedded bus for ``loop``'s consumer."""
     done = 0
     deadline = time.monotonic() + limit_s
@@ -136,20 +141,8 @@ def builtup_estimate_m2(state: Any) -> float | None:
 
 
 def run_demo(settings: Settings, opts: DemoOptions) -> DemoResult:
-    from tqdm import tqdm
-
-    from monitor.adapters.bus_embedded import EmbeddedBus
-    from monitor.adapters.stac_server import StacServer
-    from monitor.adapters.state_store import StateStore
-    from monitor.domain.events import CHANGE_TYPE
-    from monitor.pipeline.alerting import AlertingHandler
-    from monitor.pipeline.consuming import EventLoop
-    from monitor.pipeline.discovery import DiscoveryCycle
-    from monitor.pipeline.outbox import dispatch_due
-    from monitor.pipeline.runtime import build_runtime
     from monitor.synthetic.archive import generate_archive
     from monitor.synthetic.params import ArchiveParams
-    from services.inference import build_loop, build_worker
 
     started = time.perf_counter()
     result = DemoResult()
@@ -161,84 +154,102 @@ def run_demo(settings: Settings, opts: DemoOptions) -> DemoResult:
 
     run_dir = run_dir_for(opts)
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(run_dir / ".lock", "w")  # noqa: SIM115 - held for the whole run
-    try:
-        import fcntl
+    with _exclusive(run_dir):
+        _replay(settings, opts, archive, run_dir, result)
+    result.seconds = round(time.perf_counter() - started, 1)
+    return result
 
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        from monitor.errors import UrbanMonitorError
 
-        raise UrbanMonitorError(
-            f"another demo is running with the outputs in {run_dir}",
-            "wait for it to finish, or give this one another --report path") from None
+@contextmanager
+def _exclusive(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder's lock for the whole run (released on any exit)."""
+    import fcntl
+
+    with open(run_dir / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UrbanMonitorError(
+                f"another demo is running with the outputs in {run_dir}",
+                "wait for it to finish, or give this one another --report path") from None
+        yield
+
+
+def _replay(settings: Settings, opts: DemoOptions, archive: Any, run_dir: Path,
+            result: DemoResult) -> None:
+    """Serve the archive, replay it through the composed pipeline, score and report."""
+    from tqdm import tqdm
+
+    from monitor.adapters.bus_embedded import EmbeddedBus
+    from monitor.adapters.stac_server import StacServer
+    from monitor.pipeline.outbox import dispatch_due
+    from monitor.pipeline.runtime import (
+        build_alerting_loop,
+        build_inference_loop,
+        build_runtime,
+        build_worker,
+        discovery_cycle,
+        state_store,
+    )
+
     with StacServer(list(archive.collection_paths.values()),
                     list(archive.item_collection_paths.values())) as server:
         settings = _demo_settings(settings, server.url, dict(archive.aoi.__geo_interface__),
                                   run_dir)
         if opts.fresh:
             _reset_outputs(settings)
-        runtime = build_runtime(settings, bus=EmbeddedBus(settings.bus.partitions))
         # The city's grid is the archive's grid (same CRS, origin, size).
         cfg = settings.cities[0]
-        runtime.cities = {DEMO_CITY_ID: City(DEMO_CITY_ID, cfg.name, archive.aoi, archive.grid,
-                                             population=cfg.population)}
-        worker = build_worker(runtime)
-        inference = build_loop(runtime, worker, client_id="demo-inference")
-        alerting_handler = AlertingHandler(runtime.db, runtime.bus,
-                                           settings=settings.alerting,
-                                           alerts_topic=settings.bus.alerts_topic)
-        alerting = EventLoop(
-            runtime.bus,
-            runtime.bus.consumer([settings.bus.changes_topic], settings.bus.alerting_group,
-                                 client_id="demo-alerting"),
-            alerting_handler, expected_type=CHANGE_TYPE,
-            dead_letter_topic=settings.bus.dead_letter_topic, group=settings.bus.alerting_group)
-        cycle = DiscoveryCycle(settings, runtime.bus, runtime.db, max_workers=1)
+        city = City(DEMO_CITY_ID, cfg.name, archive.aoi, archive.grid, population=cfg.population)
+        runtime = build_runtime(settings, bus=EmbeddedBus(settings.bus.partitions),
+                                cities={DEMO_CITY_ID: city})
+        try:
+            worker = build_worker(runtime)
+            inference = build_inference_loop(runtime, worker, client_id="demo-inference")
+            alerting, _ = build_alerting_loop(settings, runtime.bus, runtime.db,
+                                              client_id="demo-alerting")
+            cycle = discovery_cycle(settings, runtime.bus, runtime.db, max_workers=1)
 
-        now = datetime.combine(opts.start, datetime.min.time(), tzinfo=UTC)
-        end = datetime.combine(opts.end, datetime.min.time(), tzinfo=UTC) + timedelta(days=1)
-        step = timedelta(days=opts.poll_every_days)
-        total_steps = int((end - now) / step) + 1
-        t_discover = t_alert = 0.0
-        bar = tqdm(total=total_steps, desc="replay", unit="poll", disable=not opts.progress)
-        while now <= end:
-            t = time.perf_counter()
-            cycle.poll_once(now)
-            t_discover += time.perf_counter() - t
-            _drain(inference)
-            t = time.perf_counter()
-            _drain(alerting)
-            dispatch_due(runtime.db, now=now, settings=settings.alerting)
-            t_alert += time.perf_counter() - t
-            result.polls += 1
-            counts = runtime.db.scene_counts(DEMO_CITY_ID)
-            bar.set_postfix(date=f"{now:%Y-%m-%d}", scenes=counts.get("processed", 0),
-                            alerts=runtime.db.count_alerts(city_id=DEMO_CITY_ID))
-            bar.update(1)
-            now += step
-        bar.close()
+            now = datetime.combine(opts.start, datetime.min.time(), tzinfo=UTC)
+            end = datetime.combine(opts.end, datetime.min.time(), tzinfo=UTC) + timedelta(days=1)
+            step = timedelta(days=opts.poll_every_days)
+            total_steps = int((end - now) / step) + 1
+            t_discover = t_alert = 0.0
+            bar = tqdm(total=total_steps, desc="replay", unit="poll", disable=not opts.progress)
+            while now <= end:
+                t = time.perf_counter()
+                cycle.poll_once(now)
+                t_discover += time.perf_counter() - t
+                _drain(inference)
+                t = time.perf_counter()
+                _drain(alerting)
+                dispatch_due(runtime.db, now=now, settings=settings.alerting)
+                t_alert += time.perf_counter() - t
+                result.polls += 1
+                counts = runtime.db.scene_counts(DEMO_CITY_ID)
+                bar.set_postfix(date=f"{now:%Y-%m-%d}", scenes=counts.get("processed", 0),
+                                alerts=runtime.db.count_alerts(city_id=DEMO_CITY_ID))
+                bar.update(1)
+                now += step
+            bar.close()
 
-        result.scenes = runtime.db.scene_counts(DEMO_CITY_ID)
-        alerts = runtime.db.alerts(city_id=DEMO_CITY_ID, limit=None)
-        for alert in alerts:
-            result.alerts[alert.status] = result.alerts.get(alert.status, 0) + 1
-        result.dead_letters = inference.stats.dead_lettered + alerting.stats.dead_lettered
-        result.stage_seconds.update({
-            "discover": round(t_discover, 2),
-            **{k: v for k, v in worker.times.as_dict().items() if k != "scenes"},
-            "alerting": round(t_alert, 2),
-        })
+            result.scenes = runtime.db.scene_counts(DEMO_CITY_ID)
+            alerts = runtime.db.alerts(city_id=DEMO_CITY_ID, limit=None)
+            for alert in alerts:
+                result.alerts[alert.status] = result.alerts.get(alert.status, 0) + 1
+            result.dead_letters = inference.stats.dead_lettered + alerting.stats.dead_lettered
+            result.stage_seconds.update({
+                "discover": round(t_discover, 2),
+                **{k: v for k, v in worker.times.as_dict().items() if k != "scenes"},
+                "alerting": round(t_alert, 2),
+            })
 
-        store = StateStore(settings.state.url)
-        state = store.load(DEMO_CITY_ID)
-        if state is not None:
-            result.score = _score(state, archive)
-            result.report = _write_report(settings, runtime, state, alerts, archive, result, opts)
-        runtime.close()
-    lock.close()  # releases the run folder
-    result.seconds = round(time.perf_counter() - started, 1)
-    return result
+            state = state_store(settings).load(DEMO_CITY_ID)
+            if state is not None:
+                result.score = _score(state, archive)
+                result.report = _write_report(settings, state, alerts, archive, result, opts)
+        finally:
+            runtime.close()
 
 
 def _score(state: Any, archive: Any) -> dict[str, Any]:
@@ -246,21 +257,22 @@ def _score(state: Any, archive: Any) -> dict[str, Any]:
 
     def epoch(days: np.ndarray) -> np.ndarray:
         d = days.astype(np.int32)
-        return np.where(d > 0, d + EPOCH_OFFSET_DAYS, 0).astype(np.int32)
+        return np.where(d > 0, d + UNIX_DAY_OFFSET, 0).astype(np.int32)
 
-    prediction = ChangePrediction(confirmed=state.status == 3, change_date=epoch(state.change_day),
+    prediction = ChangePrediction(confirmed=state.status == Status.CONFIRMED,
+                                  change_date=epoch(state.change_day),
                                   confirmation_date=epoch(state.confirm_day))
     score = score_change(archive.change_truth(), prediction, state.grid.pixel_size ** 2,
                          archive.period_days())
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in score.__dict__.items()}
 
 
-def _write_report(settings: Settings, runtime: Any, state: Any, alerts: list[Any], archive: Any,
+def _write_report(settings: Settings, state: Any, alerts: list[StoredAlert], archive: Any,
                   result: DemoResult, opts: DemoOptions) -> Path:
     from monitor.pipeline.city_stats import CityInfo, city_stats
+    from monitor.reporting.features import alert_feature
     from monitor.reporting.maps import map_info, render_change_png, render_rgb_png
     from monitor.reporting.report import write_report
-    from services.api_ogc import alert_feature
 
     cfg = settings.cities[0]
     baseline = builtup_estimate_m2(state)

@@ -57,7 +57,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     demo = subparsers.add_parser(
         "demo", help="run the whole pipeline on a synthetic city and write a report",
         description="Generate (or reuse) a synthetic city archive, serve it with a local STAC "

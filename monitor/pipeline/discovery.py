@@ -17,6 +17,10 @@ search area, items assigned to cities by intersection). Both run on a bounded th
 
 ``now`` is always injectable (``poll_source(source, now=...)``, or a ``clock``), so the
 same code replays a synthetic archive on a simulated clock (:func:`replay_schedule`).
+
+The cycle works through ports: the bus, the scene registry, and one STAC catalog per
+source made by ``catalog_for`` (the composition root, ``monitor.pipeline.runtime.
+discovery_cycle``, passes ``monitor.adapters.stac.StacCatalog``; tests pass fakes).
 """
 
 from __future__ import annotations
@@ -27,14 +31,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from shapely.geometry import mapping
 
-from monitor.adapters.database import Database
-from monitor.adapters.stac import StacCatalog
-from monitor.domain.events import CloudEvent, scene_event, utc_now
+from monitor.domain.events import CloudEvent, SceneData, scene_event, utc_now
 from monitor.domain.scenes import (
     CityArea,
     CityIndex,
@@ -48,14 +50,16 @@ from monitor.domain.scenes import (
     search_window,
     sort_key,
 )
+from monitor.domain.vocabulary import as_utc
 from monitor.errors import BusError, CatalogError, ItemError, UrbanMonitorError
-from monitor.ports import Bus
+from monitor.ports import Bus, SceneCatalog, SceneRegistry
 from monitor.settings import Settings, SourceSettings
 
 log = logging.getLogger(__name__)
 
 Strategy = Literal["naive", "batched"]
 Clock = Callable[[], datetime]
+CatalogFactory = Callable[[SourceSettings], SceneCatalog]  # one catalog per source
 
 
 @dataclass
@@ -116,8 +120,8 @@ class _Publisher:
     """Publishes a cycle's events; after the first bus failure it stops trying (the rest
     stay ``discovered`` in the registry and go out on the next cycle)."""
 
-    def __init__(self, bus: Bus, db: Database, topic: str) -> None:
-        self.bus, self.db, self.topic = bus, db, topic
+    def __init__(self, bus: Bus, registry: SceneRegistry, topic: str) -> None:
+        self.bus, self.registry, self.topic = bus, registry, topic
         self.failed = threading.Event()
         self.error: str | None = None
 
@@ -126,12 +130,7 @@ class _Publisher:
         if not events or self.failed.is_set():
             return 0
         try:
-            publish_many = getattr(self.bus, "publish_many", None)
-            if publish_many is not None:
-                publish_many(self.topic, [(city_id, value) for _, value in events])
-            else:
-                for _, value in events:
-                    self.bus.publish(self.topic, city_id, value)
+            self.bus.publish_many(self.topic, [(city_id, value) for _, value in events])
         except BusError as exc:
             self.failed.set()
             self.error = str(exc)
@@ -139,35 +138,36 @@ class _Publisher:
                       "published again on the next poll: %s", city_id, exc)
             return 0
         for scene_id, _ in events:
-            self.db.mark_scene(scene_id, "published")
+            self.registry.mark_scene(scene_id, "published")
         return len(events)
 
 
 class DiscoveryCycle:
     """Polls the configured sources for the configured cities. Thread-safe per source.
 
+    ``catalog_for`` opens the STAC catalog of a source (called once per source).
     ``clock`` gives "now" when a poll is not given one (simulated clocks replay archives).
     ``strategy``: ``batched`` (default) or ``naive``; ``max_workers`` bounds concurrency.
     """
 
-    def __init__(self, settings: Settings, bus: Bus, db: Database, *,
-                 clock: Clock = utc_now, strategy: Strategy = "batched",
-                 max_workers: int = 8, batch_size: int = 50, backoff_s: float = 1.0,
+    def __init__(self, settings: Settings, bus: Bus, registry: SceneRegistry, *,
+                 catalog_for: CatalogFactory, clock: Clock = utc_now,
+                 strategy: Strategy = "batched", max_workers: int = 8, batch_size: int = 50,
                  topic: str | None = None, source_label: str = "urban-monitor/scheduler") -> None:
         if strategy not in ("naive", "batched"):
             raise ValueError(f"unknown discovery strategy {strategy!r}; use 'naive' or 'batched'")
         self.settings = settings
         self.bus = bus
-        self.db = db
+        self.registry = registry
+        self.catalog_for = catalog_for
         self.clock = clock
         self.strategy: Strategy = strategy
         self.max_workers = max(1, max_workers)
         self.batch_size = max(1, batch_size)
-        self.backoff_s = backoff_s
         self.topic = topic or settings.bus.scenes_topic
         self.source_label = source_label
         self.cities = [CityArea(c.id, c.aoi()) for c in settings.cities]
-        self._catalogs: dict[str, StacCatalog] = {}
+        self._catalogs: dict[str, SceneCatalog] = {}
         self._catalog_lock = threading.Lock()
 
     # -- helpers -------------------------------------------------------------------------
@@ -178,15 +178,12 @@ class DiscoveryCycle:
         raise UrbanMonitorError(f"unknown source '{name}'",
                                 f"use one of {[s.name for s in self.settings.sources]}")
 
-    def catalog(self, source: SourceSettings) -> StacCatalog:
+    def catalog(self, source: SourceSettings) -> SceneCatalog:
         """One catalog per source, so request counts are per source."""
         with self._catalog_lock:
             catalog = self._catalogs.get(source.name)
             if catalog is None:
-                provider = self.settings.providers[source.provider]
-                catalog = StacCatalog(provider.url, timeout_s=provider.timeout_s,
-                                      max_retries=provider.max_retries,
-                                      backoff_s=self.backoff_s, page_size=provider.page_size)
+                catalog = self.catalog_for(source)
                 self._catalogs[source.name] = catalog
             return catalog
 
@@ -221,14 +218,14 @@ class DiscoveryCycle:
                     city_ids: Sequence[str] | None = None) -> CycleReport:
         """One poll of one source for all (or the given) cities. Never raises for a
         failing API or item: failures are logged, recorded in the watermark, reported."""
-        now = _utc(now or self.clock())
+        now = as_utc(now or self.clock())
         started = time.perf_counter()
         catalog = self.catalog(source)
         requests_before = catalog.requests
         cities = self._select_cities(city_ids)
         report = CycleReport(source=source.name, now=now, strategy=self.strategy,
                              cities=len(cities))
-        publisher = _Publisher(self.bus, self.db, self.topic)
+        publisher = _Publisher(self.bus, self.registry, self.topic)
         report.republished, report.pending = self._republish_pending(
             source, {c.id for c in cities}, publisher)
 
@@ -236,8 +233,8 @@ class DiscoveryCycle:
         windows: dict[str, tuple[datetime, datetime]] = {}
         previous: dict[str, datetime | None] = {}
         for city in cities:
-            mark = self.db.watermark(city.id, source.name)
-            last = _utc(mark.last_acquired) if mark and mark.last_acquired else None
+            mark = self.registry.watermark(city.id, source.name)
+            last = mark.last_acquired if mark else None
             previous[city.id] = last
             windows[city.id] = search_window(last, now, lookback)
 
@@ -263,7 +260,7 @@ class DiscoveryCycle:
         log.log(level, "discovery %s", report.summary())
         return report
 
-    def _poll_group(self, source: SourceSettings, catalog: StacCatalog,
+    def _poll_group(self, source: SourceSettings, catalog: SceneCatalog,
                     group: list[CityArea], windows: dict[str, tuple[datetime, datetime]],
                     previous: dict[str, datetime | None], now: datetime,
                     publisher: _Publisher) -> CycleReport:
@@ -338,7 +335,8 @@ class DiscoveryCycle:
 
         events, ids = self._new_events(source, city_id, [i for _, i in in_window], report)
         for event in events:
-            if previous is not None and event.data.acquired < previous:  # type: ignore[union-attr]
+            assert isinstance(event.data, SceneData)
+            if previous is not None and event.data.acquired < previous:
                 report.late += 1
         published = publisher.publish(city_id, [(e.id, e.to_json()) for e in events])
         report.published += published
@@ -354,7 +352,7 @@ class DiscoveryCycle:
         """Register the items that are new for this city; return their events in order."""
         collection = self.settings.collection(source.provider, source.collection)
         provider = self.settings.providers[source.provider]
-        known = self.db.known_item_ids(city_id, source.collection,
+        known = self.registry.known_item_ids(city_id, source.collection,
                                        [str(i.get("id")) for i in items])
         events: list[CloudEvent] = []
         ids: list[str] = []
@@ -382,7 +380,7 @@ class DiscoveryCycle:
                 self._record_skipped(city_id, source.collection, exc)
                 continue
             event = scene_event(scene, source=self.source_label)
-            if self.db.register_scene(event.id, city_id=city_id, source=source.name,
+            if self.registry.register_scene(event.id, city_id=city_id, source=source.name,
                                       provider=source.provider, collection=source.collection,
                                       item_id=item_id, modality=collection.modality,
                                       acquired=scene.acquired,
@@ -397,7 +395,7 @@ class DiscoveryCycle:
                            publisher: _Publisher) -> tuple[int, int]:
         """Publish scenes registered earlier whose publication failed. Returns
         (re-published, still pending)."""
-        pending = [s for s in self.db.scenes(statuses=["discovered"])
+        pending = [s for s in self.registry.scenes(statuses=["discovered"])
                    if s.source == source.name and s.city_id in city_ids]
         if not pending:
             return 0, 0
@@ -412,7 +410,7 @@ class DiscoveryCycle:
         return done, len(pending) - done
 
     def _record_skipped(self, city_id: str, collection: str, exc: ItemError) -> None:
-        first = self.db.record_skipped_item(city_id, collection, exc.item_id, exc.what)
+        first = self.registry.record_skipped_item(city_id, collection, exc.item_id, exc.what)
         if first:
             log.warning("skipped %s item %s for city %s: %s", collection, exc.item_id,
                         city_id, exc.what)
@@ -420,7 +418,7 @@ class DiscoveryCycle:
     def _set_watermark(self, city_id: str, source: str, newest: datetime | None,
                        now: datetime, error: str | None) -> None:
         try:
-            self.db.set_watermark(city_id, source, last_acquired=newest, polled_at=now,
+            self.registry.set_watermark(city_id, source, last_acquired=newest, polled_at=now,
                                   error=error[:2000] if error else None)
         except UrbanMonitorError as exc:
             log.error("could not record the watermark of city %s, source %s: %s",
@@ -436,7 +434,7 @@ class DiscoveryCycle:
 
         started = time.perf_counter()
         city = self._select_cities([city_id])[0]
-        start, end = _utc(start), _utc(end)
+        start, end = as_utc(start), as_utc(end)
         if end <= start:
             raise UrbanMonitorError(f"backfill window {start:%Y-%m-%d} .. {end:%Y-%m-%d} is empty",
                                     "give --start before --end")
@@ -463,7 +461,7 @@ class DiscoveryCycle:
                     found.append(((acquired, str(item["id"])), source, item))
         found.sort(key=lambda f: f[0])
         report.items_seen = len(found)
-        publisher = _Publisher(self.bus, self.db, self.topic)
+        publisher = _Publisher(self.bus, self.registry, self.topic)
         bar = tqdm(found, desc=f"backfill {city_id}", unit="item", disable=not progress)
         for _, source, item in bar:
             partial = CycleReport(source=source.name, now=end)
@@ -492,9 +490,9 @@ def replay_schedule(cycle: DiscoveryCycle, start: datetime, end: datetime, *,
     each source at its own ``interval_minutes``, the earliest due poll first."""
     chosen = ([cycle.source(n) for n in sources] if sources is not None
               else [s for s in cycle.settings.sources if s.enabled])
-    due = {s.name: _utc(start) for s in chosen}
+    due = {s.name: as_utc(start) for s in chosen}
     by_name = {s.name: s for s in chosen}
-    end = _utc(end)
+    end = as_utc(end)
     while due:
         name, when = min(due.items(), key=lambda kv: (kv[1], kv[0]))
         if when > end:
@@ -502,6 +500,3 @@ def replay_schedule(cycle: DiscoveryCycle, start: datetime, end: datetime, *,
         yield cycle.poll_source(by_name[name], now=when)
         due[name] = when + timedelta(minutes=by_name[name].interval_minutes)
 
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

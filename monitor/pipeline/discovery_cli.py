@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-from datetime import UTC, datetime
+from datetime import datetime
 
+from monitor.domain.vocabulary import as_utc
 from monitor.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ def parse_when(text: str) -> datetime:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a date (YYYY-MM-DD) or ISO datetime (YYYY-MM-DDTHH:MM:SSZ)"
         ) from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return as_utc(value)
 
 
 def _embedded_note(kind: str) -> None:
@@ -36,8 +37,7 @@ def _embedded_note(kind: str) -> None:
 
 
 def _cmd_backfill(args: argparse.Namespace) -> int:
-    from monitor.pipeline.discovery import DiscoveryCycle
-    from monitor.pipeline.runtime import build_runtime
+    from monitor.pipeline.runtime import build_runtime, discovery_cycle
 
     settings = load_settings(args.config)
     settings.city(args.city)  # a clear error for an unknown city before connecting anything
@@ -47,7 +47,7 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
     runtime = build_runtime(settings)
     try:
         _embedded_note(settings.bus.kind)
-        cycle = DiscoveryCycle(settings, runtime.bus, runtime.db)
+        cycle = discovery_cycle(settings, runtime.bus, runtime.db)
         report = cycle.backfill(args.city, args.start, end, sources=args.source or None,
                                 progress=not args.no_progress)
     finally:
@@ -60,15 +60,14 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def _cmd_discover_once(args: argparse.Namespace) -> int:
-    from monitor.pipeline.discovery import DiscoveryCycle
-    from monitor.pipeline.runtime import build_runtime
+    from monitor.pipeline.runtime import build_runtime, discovery_cycle
 
     settings = load_settings(args.config)
     runtime = build_runtime(settings)
     try:
         _embedded_note(settings.bus.kind)
-        cycle = DiscoveryCycle(settings, runtime.bus, runtime.db, strategy=args.strategy,
-                               max_workers=args.workers)
+        cycle = discovery_cycle(settings, runtime.bus, runtime.db, strategy=args.strategy,
+                                max_workers=args.workers)
         reports = cycle.poll_once(args.now, sources=args.source or None,
                                   city_ids=args.city or None)
         runtime.bus.flush()
@@ -82,10 +81,10 @@ def _cmd_discover_once(args: argparse.Namespace) -> int:
 
 
 def _cmd_discover_status(args: argparse.Namespace) -> int:
-    from monitor.adapters.database import Database
+    from monitor.pipeline.runtime import open_database
 
     settings = load_settings(args.config)
-    db = Database(settings.database.url)
+    db = open_database(settings)
     try:
         cities = [args.city] if args.city else [c.id for c in settings.cities]
         print(f"{'city':<20} {'source':<24} {'newest acquisition':<22} {'last poll':<22} error")
@@ -110,7 +109,7 @@ class _EndDate(argparse.Action):
         namespace.end = parse_when(str(values))
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     backfill = subparsers.add_parser(
         "backfill", help="publish a city's past scenes (STAC search) in acquisition order",
         description="Search every enabled source (or --source) for scenes over the city "

@@ -27,20 +27,28 @@ import numpy as np
 
 from monitor.domain.city import City
 from monitor.domain.events import (
-    SCENE_TYPE,
     ChangeData,
     CloudEvent,
     SceneData,
     change_event,
 )
 from monitor.domain.normalisation import s1_from_linear
+from monitor.domain.records import RegisteredScene
 from monitor.domain.state import CityState, Observation, StateParams
+from monitor.domain.vocabulary import ALERT_STATUSES
 from monitor.errors import SceneReadError
-from monitor.ports import Bus, Message
+from monitor.ports import (
+    Bus,
+    ChangeModel,
+    Message,
+    RegionExtractor,
+    SceneReader,
+    SceneRegistry,
+    SceneSigner,
+    StateRepository,
+)
 
 log = logging.getLogger(__name__)
-
-STATUS_NAMES = ("none", "first", "provisional", "confirmed", "retracted")
 
 
 @dataclass
@@ -69,20 +77,21 @@ class InferenceOutcome:
 
 @dataclass
 class InferenceWorker:
-    """Handles SceneEvents for the cities it is given. One instance per worker process."""
+    """Handles SceneEvents for the cities it is given. One instance per worker process
+    (built by ``monitor.pipeline.runtime.build_worker``; tests give it fakes of the ports)."""
 
     bus: Bus
-    db: object  # monitor.adapters.database.Database (duck-typed: mark_scene)
-    store: object  # monitor.adapters.state_store.StateStore
-    reader: object  # monitor.adapters.raster.RasterioSceneReader
-    s2_model: object  # monitor.adapters.onnx_model.OnnxChangeModel
-    s1_model: object | None
+    registry: SceneRegistry
+    store: StateRepository
+    reader: SceneReader
+    s2_model: ChangeModel
+    s1_model: ChangeModel | None
     cities: dict[str, City]
     changes_topic: str
-    region_extractor: Callable[..., list] | None = None
+    region_extractor: RegionExtractor | None = None
     # provider name -> signer (e.g. Planetary Computer SAS tokens), applied right before
     # the assets are opened: events carry unsigned hrefs because tokens expire.
-    signers: dict[str, object] = field(default_factory=dict)
+    signers: dict[str, SceneSigner] = field(default_factory=dict)
     state_params: StateParams = field(default_factory=StateParams)
     min_valid_fraction: float = 0.005
     min_region_pixels: int = 10
@@ -93,11 +102,11 @@ class InferenceWorker:
     # -- state cache -------------------------------------------------------------------
     def _load_state(self, city: City) -> CityState:
         """The latest persisted state (cached; reloaded when another worker moved it on)."""
-        latest = self.store.latest_version(city.id)  # type: ignore[attr-defined]
+        latest = self.store.latest_version(city.id)
         cached = self._cache.get(city.id)
         if cached and cached[0] == latest:
             return cached[1]
-        state = self.store.load(city.id) if latest else None  # type: ignore[attr-defined]
+        state = self.store.load(city.id) if latest else None
         if state is None:
             state = CityState.create(city.grid, self.state_params)
         self._cache[city.id] = (latest or 0, state)
@@ -105,7 +114,7 @@ class InferenceWorker:
 
     def model_version(self, modality: str) -> str:
         model = self.s2_model if modality == "s2" else (self.s1_model or self.s2_model)
-        return model.info.id  # type: ignore[attr-defined]
+        return model.info.id
 
     # -- the handler -------------------------------------------------------------------
     def handle(self, event: CloudEvent, message: Message | None = None) -> InferenceOutcome:
@@ -118,18 +127,18 @@ class InferenceWorker:
         with self._lock:  # one scene at a time per worker: the state is not shared
             return self._handle(event, scene, city)
 
-    def _ensure_registered(self, event: CloudEvent, scene: SceneData) -> object:
-        """The scene's registry row. A scene published by another tool (not our scheduler)
+    def _ensure_registered(self, event: CloudEvent, scene: SceneData) -> RegisteredScene | None:
+        """The scene's registry entry. A scene published by another tool (not our scheduler)
         is registered here, so its outcome is recorded instead of stalling the partition."""
-        db = self.db
-        row = db.scene(event.id)  # type: ignore[attr-defined]
-        if row is not None:
-            return row
-        db.register_scene(  # type: ignore[attr-defined]
+        registry = self.registry
+        entry = registry.scene(event.id)
+        if entry is not None:
+            return entry
+        registry.register_scene(
             event.id, city_id=scene.city_id, source=event.source, provider=scene.provider,
             collection=scene.collection, item_id=scene.item_id, modality=scene.modality,
             acquired=scene.acquired, event_json=event.to_json().decode("utf-8"))
-        if db.scene(event.id) is None:  # type: ignore[attr-defined]
+        if registry.scene(event.id) is None:
             raise SceneReadError(
                 scene.item_id, f"event {event.id} is not the registered event of this item "
                 "(another event id holds it in the scene registry)",
@@ -138,20 +147,20 @@ class InferenceWorker:
 
     def _handle(self, event: CloudEvent, scene: SceneData, city: City) -> InferenceOutcome:
         previous = self._ensure_registered(event, scene)
-        self.db.mark_scene(event.id, "processing")  # type: ignore[attr-defined]
+        self.registry.mark_scene(event.id, "processing")
         state = self._load_state(city)
         if state.has_applied(event.id):
             log.info("scene %s already applied to %s: re-publishing its change event only",
                      scene.item_id, city.id)
             change = self._change_event(event, scene, city, state, valid_fraction=None)
             self.bus.publish(self.changes_topic, city.id, change.to_json())
-            self.db.mark_scene(event.id, "processed", "duplicate delivery; already applied")  # type: ignore[attr-defined]
+            self.registry.mark_scene(event.id, "processed", "duplicate delivery; already applied")
             return InferenceOutcome(event.id, "duplicate", change=change)
 
         t0 = time.perf_counter()
         signer = self.signers.get(scene.provider)
-        to_read = signer.sign_scene(scene) if signer is not None else scene  # type: ignore[attr-defined]
-        raster = self.reader.read(to_read, city.grid)  # type: ignore[attr-defined]
+        to_read = signer.sign_scene(scene) if signer is not None else scene
+        raster = self.reader.read(to_read, city.grid)
         t1 = time.perf_counter()
         valid = raster.valid
         if scene.modality == "s1":
@@ -167,7 +176,7 @@ class InferenceWorker:
         if valid_fraction < self.min_valid_fraction:
             reason = ("scene does not cover the city" if not np.isfinite(raster.values).any()
                       else f"only {valid_fraction:.1%} of the city is clear")
-            self.db.mark_scene(event.id, "skipped", reason)  # type: ignore[attr-defined]
+            self.registry.mark_scene(event.id, "skipped", reason)
             return InferenceOutcome(event.id, "skipped", reason)
 
         observation = Observation(scene_id=event.id, modality=scene.modality, orbit=orbit,
@@ -177,12 +186,13 @@ class InferenceWorker:
         p_change = None
         if model_inputs is not None:
             reference, current, model_valid = model_inputs
-            model = self.s2_model if scene.modality == "s2" else self.s1_model
+            model: ChangeModel | None = (self.s2_model if scene.modality == "s2"
+                                         else self.s1_model)
             if scene.modality == "s1" and state.params.s1_weight == 0:
                 model = None  # radar carries no weight (calibration): references only
             if model is not None:
-                p_change = model.predict(reference, current, model_valid)  # type: ignore[attr-defined]
-                p_change = np.where(model_valid, p_change, np.nan).astype(np.float32)
+                predicted = model.predict(reference, current, model_valid)
+                p_change = np.where(model_valid, predicted, np.nan).astype(np.float32)
         t3 = time.perf_counter()
         observation = Observation(scene_id=event.id, modality=scene.modality, orbit=orbit,
                                   acquired=scene.acquired.date(), values=values, valid=valid,
@@ -196,18 +206,18 @@ class InferenceWorker:
             if previous is not None and previous.status == "processed":
                 # A redelivery of a scene applied long ago: the state forgets applied ids
                 # past the lateness limit, the registry does not. It stays "processed".
-                self.db.mark_scene(event.id, "processed",  # type: ignore[attr-defined]
-                                   "duplicate delivery; applied earlier")
+                self.registry.mark_scene(event.id, "processed",
+                                         "duplicate delivery; applied earlier")
                 return InferenceOutcome(event.id, "duplicate", result.reason)
-            self.db.mark_scene(event.id, "skipped", result.reason)  # type: ignore[attr-defined]
+            self.registry.mark_scene(event.id, "skipped", result.reason)
             return InferenceOutcome(event.id, "skipped", result.reason)
-        version = self.store.save(city.id, state)  # type: ignore[attr-defined]
+        version = self.store.save(city.id, state)
         self._cache[city.id] = (version, state)
         t5 = time.perf_counter()
         change = self._change_event(event, scene, city, state, valid_fraction)
         self.bus.publish(self.changes_topic, city.id, change.to_json())
         t6 = time.perf_counter()
-        self.db.mark_scene(event.id, "processed")  # type: ignore[attr-defined]
+        self.registry.mark_scene(event.id, "processed")
         self.times.infer += t3 - t2
         self.times.update += t4 - t3
         self.times.persist += t5 - t4
@@ -227,7 +237,7 @@ class InferenceWorker:
             modality=scene.modality, acquired=scene.acquired,
             model_version=self.model_version(scene.modality),
             state_version=int(state.version), valid_fraction=valid_fraction or 0.0,
-            pixels={name: int(summary.get(name, 0)) for name in STATUS_NAMES[1:]},
+            pixels={name: int(summary.get(name, 0)) for name in ALERT_STATUSES},
             regions=regions)
         return change_event(data)
 
@@ -237,5 +247,3 @@ def make_scene_handler(worker: InferenceWorker) -> Callable[[CloudEvent, Message
         worker.handle(event, message)
     return handler
 
-
-SCENE_EVENT_TYPE = SCENE_TYPE

@@ -2,7 +2,7 @@
 
 Every alert revision is saved together with one outbox row (``Delivery``) per matching
 webhook subscription and one for the alerts topic, in the same transaction
-(:meth:`Database.save_alert_changes`). Dispatchers then send due rows:
+(``AlertRepository.save_alert_changes``). Dispatchers then send due rows:
 
 - :func:`publish_pending` hands bus rows to the bus (topic ``urban.alerts.v1``, key = city);
 - :func:`dispatch_due` POSTs webhook rows (signed, see ``monitor.adapters.webhooks``).
@@ -17,16 +17,17 @@ Delivery is at-least-once: a receiver de-duplicates on the event id header.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
-from monitor.adapters.database import Database, Delivery, Subscription
-from monitor.adapters.webhooks import WebhookSender, redact_url
+from monitor.adapters.webhooks import redact_url
 from monitor.domain.events import AlertData, CloudEvent
-from monitor.ports import Bus
+from monitor.domain.records import Delivery, Subscription
+from monitor.domain.vocabulary import as_utc
+from monitor.ports import Bus, DeliveryOutbox, SubscriptionRepository, WebhookClient
 from monitor.settings import AlertingSettings
 
 log = logging.getLogger(__name__)
@@ -43,23 +44,20 @@ class DispatchStats:
     errors: list[str] = field(default_factory=list)
 
 
-def as_utc(value: datetime) -> datetime:
-    """Timestamps read back from the database may be naive: they are UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def retry_delay_s(attempts: int, backoff_s: float, max_backoff_s: float) -> float:
     """Delay before the next attempt after ``attempts`` failed ones (capped doubling)."""
     return min(backoff_s * 2 ** max(attempts - 1, 0), max_backoff_s)
 
 
+class DispatchStore(DeliveryOutbox, SubscriptionRepository, Protocol):
+    """The outbox and the subscriptions its webhook rows go to."""
+
+
 def subscription_matches(subscription: Subscription, alert: AlertData) -> bool:
     """A subscription's filter: cities (empty = all), statuses (empty = all), confidence."""
-    cities = json.loads(subscription.cities_json or "[]")
-    statuses = json.loads(subscription.statuses_json or "[]")
-    if cities and alert.city_id not in cities:
+    if subscription.cities and alert.city_id not in subscription.cities:
         return False
-    if statuses and alert.status not in statuses:
+    if subscription.statuses and alert.status not in subscription.statuses:
         return False
     return alert.confidence >= subscription.min_confidence
 
@@ -71,15 +69,15 @@ def plan_deliveries(event: CloudEvent, subscriptions: Sequence[Subscription],
     assert isinstance(data, AlertData)
     payload = event.to_json().decode("utf-8")
     rows = [Delivery(subscription_id=s.id, event_id=event.id, alert_id=data.alert_id,
-                     payload=payload)
+                     payload=payload, city_id=data.city_id)
             for s in subscriptions if s.active and subscription_matches(s, data)]
     if bus_topic:
         rows.append(Delivery(subscription_id=BUS_CHANNEL_PREFIX + bus_topic, event_id=event.id,
-                             alert_id=data.alert_id, payload=payload))
+                             alert_id=data.alert_id, payload=payload, city_id=data.city_id))
     return rows
 
 
-def publish_pending(db: Database, bus: Bus, *, now: datetime | None = None,
+def publish_pending(db: DeliveryOutbox, bus: Bus, *, now: datetime | None = None,
                     limit: int = 500, unmarked: set[int] | None = None) -> int:
     """Publish due bus rows (key = city id) and mark them delivered; returns how many.
 
@@ -97,8 +95,8 @@ def publish_pending(db: Database, bus: Bus, *, now: datetime | None = None,
             assert row.id is not None
             if row.id not in unmarked:
                 topic = row.subscription_id.removeprefix(BUS_CHANNEL_PREFIX)
-                city_id = json.loads(row.payload).get("subject", "unknown")
-                bus.publish(topic, city_id, row.payload.encode("utf-8"))  # BusError propagates
+                # key = city id (the event's subject)
+                bus.publish(topic, row.city_id, row.payload.encode("utf-8"))  # BusError propagates
                 unmarked.add(row.id)
             db.finish_delivery(row.id, status="delivered", attempted_at=now)
             unmarked.discard(row.id)
@@ -108,22 +106,26 @@ def publish_pending(db: Database, bus: Bus, *, now: datetime | None = None,
             return sent
 
 
-def dispatch_due(db: Database, now: datetime | None = None, *,
-                 sender: WebhookSender | None = None,
+def dispatch_due(db: DispatchStore, now: datetime | None = None, *,
+                 sender: WebhookClient | None = None,
                  settings: AlertingSettings | None = None) -> DispatchStats:
     """Send every due webhook row once; schedule retries for failures. ``now`` may be a
-    simulated clock (tests); it is also the timestamp that is signed."""
+    simulated clock (tests); it is also the timestamp that is signed. Without a
+    ``sender`` one is opened (and closed) for this call."""
     settings = settings or AlertingSettings()
     now = as_utc(now or datetime.now(UTC))
     own_sender = sender is None
-    sender = sender or WebhookSender(timeout_s=settings.webhook_timeout_s)
+    if sender is None:
+        from monitor.adapters.webhooks import WebhookSender  # the default adapter
+
+        sender = WebhookSender(timeout_s=settings.webhook_timeout_s)
     stats = DispatchStats()
     subscriptions: dict[str, Subscription | None] = {}
     try:
         rows = db.due_deliveries(now, limit=settings.dispatch_batch,
                                  exclude_prefix=BUS_CHANNEL_PREFIX)
         for row in rows:
-            assert row.id is not None
+            assert row.id is not None and row.next_attempt_at is not None
             lease = now + timedelta(seconds=settings.webhook_timeout_s + 30)
             if not db.claim_delivery(row.id, row.next_attempt_at, lease):
                 stats.skipped += 1  # another dispatcher took it
@@ -145,7 +147,7 @@ def dispatch_due(db: Database, now: datetime | None = None, *,
                 stats.delivered += 1
                 continue
             attempts = row.attempts + 1
-            age = now - as_utc(row.created_at)
+            age = now - (row.created_at or now)
             if age >= timedelta(hours=settings.webhook_give_up_after_h):
                 db.finish_delivery(row.id, status="failed", attempted_at=now,
                                    status_code=outcome.status_code, error=outcome.error)

@@ -76,13 +76,15 @@ def run_period(runtime: Runtime, city_id: str, start: datetime, end: datetime, *
     """Backfill ``[start - baseline_days, end]`` for ``city_id`` and process it all."""
     from tqdm import tqdm
 
-    from monitor.domain.events import CHANGE_TYPE, AlertData, parse_event
+    from monitor.domain.events import AlertData, parse_event
     from monitor.domain.state import StateParams
-    from monitor.pipeline.alerting import AlertingHandler
-    from monitor.pipeline.consuming import EventLoop
-    from monitor.pipeline.discovery import DiscoveryCycle
     from monitor.pipeline.outbox import dispatch_due
-    from services.inference import build_loop, build_worker
+    from monitor.pipeline.runtime import (
+        build_alerting_loop,
+        build_inference_loop,
+        build_worker,
+        discovery_cycle,
+    )
 
     settings = runtime.settings
     started = time.perf_counter()
@@ -92,20 +94,16 @@ def run_period(runtime: Runtime, city_id: str, start: datetime, end: datetime, *
     summary = RunSummary(city_id=city_id, start=start, end=end, baseline_start=baseline_start)
 
     worker = build_worker(runtime)
-    inference = build_loop(runtime, worker, client_id=f"run-{city_id}-inference")
+    inference = build_inference_loop(runtime, worker, client_id=f"run-{city_id}-inference")
     b = settings.bus
-    alerting = EventLoop(
-        runtime.bus, runtime.bus.consumer([b.changes_topic], b.alerting_group,
-                                          client_id=f"run-{city_id}-alerting"),
-        AlertingHandler(runtime.db, runtime.bus, settings=settings.alerting,
-                        alerts_topic=b.alerts_topic),
-        expected_type=CHANGE_TYPE, dead_letter_topic=b.dead_letter_topic, group=b.alerting_group)
+    alerting, _ = build_alerting_loop(settings, runtime.bus, runtime.db,
+                                      client_id=f"run-{city_id}-alerting")
     collector = (runtime.bus.consumer([b.alerts_topic], f"run-{city_id}-collector",
                                       client_id=f"run-{city_id}-collector")
                  if collect_alert_events else None)
 
     t = time.perf_counter()
-    cycle = DiscoveryCycle(settings, runtime.bus, runtime.db, max_workers=1)
+    cycle = discovery_cycle(settings, runtime.bus, runtime.db, max_workers=1)
     report = cycle.backfill(city_id, baseline_start, end, progress=progress)
     summary.published = report.published
     t_discover = time.perf_counter() - t

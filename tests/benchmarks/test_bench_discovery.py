@@ -20,7 +20,7 @@ import pytest
 from monitor.adapters.bus_embedded import EmbeddedBus
 from monitor.adapters.database import Database
 from monitor.adapters.stac_server import StacServer
-from monitor.pipeline.discovery import DiscoveryCycle
+from monitor.pipeline.runtime import discovery_cycle
 from tests.integration.stac_fixtures import (
     ES,
     collection_file,
@@ -77,8 +77,8 @@ def _run(label: str, strategy: str, workers: int, url: str, cities: list[dict[st
                   "lookback_days": 5, "max_cloud_cover": 80}],
         cities=cities, database_url=db.url)
     bus = EmbeddedBus()
-    cycle = DiscoveryCycle(settings, bus, db, strategy=strategy,  # type: ignore[arg-type]
-                           max_workers=workers)
+    cycle = discovery_cycle(settings, bus, db, strategy=strategy,  # type: ignore[arg-type]
+                            max_workers=workers)
     source = settings.sources[0]
     first = cycle.poll_source(source, NOW)
     again = cycle.poll_source(source, NOW + timedelta(minutes=15))

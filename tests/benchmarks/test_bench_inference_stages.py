@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.reliability.load import (
+from tools.reliability.load import (
     LoadOptions,
     copy_state,
     ensure_archive,
@@ -40,8 +40,7 @@ CITY_ID = "stage-city"
 def test_inference_stages_of_one_1mpx_scene(tmp_path: Path) -> None:
     from monitor.adapters.bus_embedded import EmbeddedBus
     from monitor.domain.grid import CityGrid
-    from monitor.pipeline.runtime import build_runtime
-    from services.inference import build_worker
+    from monitor.pipeline.runtime import build_runtime, build_worker
 
     opts = LoadOptions()
     archive = ensure_archive(opts.work_dir, size_km=opts.size_km, seed=opts.seed,

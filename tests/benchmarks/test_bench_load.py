@@ -1,5 +1,5 @@
 """Load (issue 9): six 1 Mpx cities through real Kafka, three inference worker processes
-and the alerting service on PostgreSQL (``monitor.reliability.load``).
+and the alerting service on PostgreSQL (``tools.reliability.load``).
 
 Measured: throughput at saturation (scenes/min), consumer lag over time, latency from
 discovery to ChangeEvent and to AlertEvent (p50/p95) at a paced rate, peak resident
@@ -18,7 +18,7 @@ import json
 
 import pytest
 
-from monitor.reliability.load import LoadOptions, format_table, run_load
+from tools.reliability.load import LoadOptions, format_table, run_load
 
 TARGET_SCENES_PER_MIN = 20.0
 TARGET_P95_S = 30.0

@@ -9,7 +9,6 @@ have to forge); the layers are drawn by the real ``monitor.reporting.maps`` func
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -146,18 +145,15 @@ def new_site_alert(city: DemoCity, alert_id: str = "alert-live") -> dict[str, An
 
 
 def alert_record(data: dict[str, Any]) -> Any:
-    """The AlertData dict as the database's AlertRecord."""
-    from monitor.adapters.database import AlertRecord
+    """The AlertData dict as the repository's StoredAlert."""
+    from monitor.domain.records import StoredAlert
 
-    geom = shapely.geometry.shape(data["geometry"])
-    minx, miny, maxx, maxy = geom.bounds
     as_date = lambda v: date.fromisoformat(v) if v else None  # noqa: E731
-    return AlertRecord(
+    return StoredAlert(
         id=data["alert_id"], city_id=data["city_id"], status=data["status"],
-        revision=data["revision"], geometry_json=json.dumps(data["geometry"]),
-        minx=minx, miny=miny, maxx=maxx, maxy=maxy, area_m2=data["area_m2"],
+        revision=data["revision"], geometry=data["geometry"], area_m2=data["area_m2"],
         first_detected=as_date(data["first_detected"]), confirmed=as_date(data["confirmed"]),
         retracted=as_date(data["retracted"]), change_date=as_date(data["change_date"]),
         confidence=data["confidence"], model_version=data["model_version"],
-        scene_ids_json=json.dumps(data["scene_ids"]),
+        scene_ids=data["scene_ids"],
         created_at=datetime.now(UTC), updated_at=datetime.now(UTC))

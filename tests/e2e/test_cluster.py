@@ -75,10 +75,10 @@ def _member_partitions(admin: object, group: str, topic: str) -> dict[str, set[i
 @pytest.fixture
 def cluster_env(tmp_path: Path, kafka_bootstrap: str, postgres_url: str):
     from monitor.adapters.stac_server import StacServer, free_port
-    from monitor.reliability.harness import resolve_models
-    from monitor.reliability.infrastructure import drop_database, fresh_database
     from monitor.synthetic.archive import generate_archive
     from monitor.synthetic.params import ArchiveParams
+    from tools.reliability.harness import resolve_models
+    from tools.reliability.infrastructure import drop_database, fresh_database
 
     # Recent dates: the scheduler polls on the real clock, its first window reaches back
     # ``lookback_days``.

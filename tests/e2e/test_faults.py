@@ -1,6 +1,6 @@
 """The fault-injection suite, quick subset, against real services.
 
-Runs ``monitor.reliability.runner.run_suite`` (what ``urban-monitor reliability faults``
+Runs ``tools.reliability.runner.run_suite`` (what ``urban-monitor reliability faults``
 runs) on its own Kafka broker and PostgreSQL server (started with docker/kafka.sh and
 docker/postgres.sh on ports 29092 and 55433, so restarting them harms no other test), with
 inference workers as real OS processes: a fault-free reference run, then a worker killed
@@ -19,7 +19,7 @@ FAULTS = ["worker-kill", "kafka-restart", "webhook-down", "state-write-failure",
 
 
 def test_quick_fault_suite_loses_nothing() -> None:
-    from monitor.reliability.runner import SuiteOptions, run_suite
+    from tools.reliability.runner import SuiteOptions, run_suite
 
     result = run_suite(SuiteOptions(quick=True, root=REPO_ROOT / "var" / "reliability",
                                     progress=False))

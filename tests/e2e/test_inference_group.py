@@ -17,10 +17,9 @@ from monitor.adapters.database import Database
 from monitor.adapters.state_store import StateStore
 from monitor.domain.city import City
 from monitor.domain.events import CHANGE_TYPE, parse_event, scene_event
-from monitor.pipeline.runtime import Runtime
+from monitor.pipeline.runtime import Runtime, build_inference_loop, build_worker
 from monitor.settings import CONFIG_DIR, load_settings
 from monitor.synthetic.archive import Archive
-from services.inference import build_loop, build_worker
 from tests.integration.inference_fixtures import register, scene_from_item
 
 CITIES = ("city-a", "city-b")
@@ -53,7 +52,7 @@ def run_group(kafka: str, archive: Archive, root: Path, n_workers: int, *,
     cities = {c: City(c, c, archive.aoi, archive.grid) for c in CITIES}
     runtime = Runtime(settings=settings, bus=bus, db=db, cities=cities)
     bus.ensure_topics(runtime.topics(), settings.bus.partitions)
-    loops = [build_loop(runtime, build_worker(runtime), client_id=f"w{i}") for i in range(n_workers)]
+    loops = [build_inference_loop(runtime, build_worker(runtime), client_id=f"w{i}") for i in range(n_workers)]
     # Let the group settle before anything is published, so every member owns partitions
     # (the topic is empty: these polls deliver nothing).
     settle = time.monotonic() + 60

@@ -3,7 +3,6 @@ ChangeEvents in, alerts in the database, AlertEvents out, idempotent on redelive
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -15,8 +14,8 @@ from monitor.adapters.bus_embedded import EmbeddedBus
 from monitor.adapters.database import Database
 from monitor.domain.events import ALERT_TYPE, parse_event
 from monitor.pipeline.alerting import AlertingHandler, apply_change_event
+from monitor.pipeline.runtime import run_alerting
 from monitor.settings import Settings
-from services.alerting import run_alerting
 from tests.integration.alerting_fixtures import make_change, make_database, rect_region
 
 
@@ -78,7 +77,7 @@ def test_service_turns_change_events_into_alert_events(db: Database) -> None:
     assert latest.area_m2 == pytest.approx(2400, rel=1e-3)
     (record,) = db.alerts(city_id="stockholm")
     assert (record.id, record.revision, record.status) == (latest.alert_id, 2, "confirmed")
-    assert json.loads(record.geometry_json)["type"] == "Polygon"
+    assert record.geometry["type"] == "Polygon"
     # The outbox holds the two bus rows, both sent.
     rows = db.deliveries(alert_id=record.id)
     assert [(r.subscription_id, r.status) for r in rows] == [

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from shapely.geometry import box, mapping
 from sqlalchemy import create_engine, text
 
-from monitor.adapters.database import SCHEMA_VERSION, AlertRecord, Database
+from monitor.adapters.database import SCHEMA_VERSION, Database
+from monitor.domain.records import StoredAlert
 from monitor.errors import DatabaseError
 
 
@@ -106,11 +109,11 @@ def test_skipped_items_are_recorded_once(db: Database) -> None:
 
 
 def test_alerts_upsert_and_filter_by_bbox(db: Database) -> None:
-    alert = AlertRecord(id="a1", city_id="paris", status="first", geometry_json="{}",
-                        minx=2.0, miny=48.0, maxx=2.01, maxy=48.01, area_m2=1000,
+    alert = StoredAlert(id="a1", city_id="paris", status="first",
+                        geometry=dict(mapping(box(2.0, 48.0, 2.01, 48.01))), area_m2=1000,
                         first_detected=date(2024, 1, 1), confidence=0.6, model_version="m")
     db.save_alert(alert)
-    alert.status, alert.revision = "confirmed", 2
+    alert = replace(alert, status="confirmed", revision=2)
     db.save_alert(alert)
     rows = db.alerts(city_id="paris")
     assert len(rows) == 1 and rows[0].status == "confirmed" and rows[0].revision == 2

@@ -17,7 +17,8 @@ from monitor.adapters.bus_kafka import KafkaBus
 from monitor.adapters.database import Database
 from monitor.adapters.stac_server import StacServer
 from monitor.domain.events import SCENE_TYPE
-from monitor.pipeline.discovery import DiscoveryCycle, replay_schedule
+from monitor.pipeline.discovery import replay_schedule
+from monitor.pipeline.runtime import discovery_cycle
 from tests.integration.stac_fixtures import (
     ES,
     ES_FILES,
@@ -80,7 +81,7 @@ def test_first_poll_publishes_exactly_the_matching_real_items_of_both_providers(
                                                                                 page_size=5)},
             sources=all_sources(lookback_days=2600), database_url=sqlite_db.url)
         bus = EmbeddedBus()
-        cycle = DiscoveryCycle(settings, bus, sqlite_db, backoff_s=0.05)
+        cycle = discovery_cycle(settings, bus, sqlite_db, backoff_s=0.05)
         reports = {r.source: r for r in cycle.poll_once(NOW)}
 
         events = embedded_events(bus, settings.bus.scenes_topic)
@@ -163,7 +164,7 @@ def _appearing_scenario(settings_kwargs: dict, bus, db: Database, read_events) -
         settings = make_settings(
             providers={ES: provider_settings(es.url, ES), PC: provider_settings(pc.url, PC)},
             sources=sources, database_url=db.url, **settings_kwargs)
-        cycle = DiscoveryCycle(settings, bus, db, backoff_s=0.05)
+        cycle = discovery_cycle(settings, bus, db, backoff_s=0.05)
         topic = settings.bus.scenes_topic
 
         # Poll 1, just after the acquisitions: window [now - lookback, now].
@@ -238,7 +239,7 @@ def test_scenes_stay_discovered_while_the_bus_is_down_and_go_out_next_cycle(
         now = datetime(2024, 4, 19, 6, 0, tzinfo=UTC)
         # No broker listens on this port: Kafka is "down".
         down = KafkaBus(f"127.0.0.1:{free_port()}", request_timeout_ms=3000)
-        report = DiscoveryCycle(settings, down, sqlite_db, backoff_s=0.05).poll_source(
+        report = discovery_cycle(settings, down, sqlite_db, backoff_s=0.05).poll_source(
             settings.sources[0], now)
         assert report.published == 0 and report.pending == 4
         assert sqlite_db.scene_counts() == {"discovered": 4}
@@ -246,7 +247,7 @@ def test_scenes_stay_discovered_while_the_bus_is_down_and_go_out_next_cycle(
 
         up = KafkaBus(kafka_bootstrap)
         try:
-            again = DiscoveryCycle(settings, up, sqlite_db, backoff_s=0.05).poll_source(
+            again = discovery_cycle(settings, up, sqlite_db, backoff_s=0.05).poll_source(
                 settings.sources[0], now + timedelta(minutes=30))
             assert again.republished == 4 and again.published == 0 and again.duplicates == 4
             assert sqlite_db.scene_counts() == {"published": 4}
@@ -268,7 +269,7 @@ def test_backfill_publishes_history_in_acquisition_order_across_sources(
         settings = make_settings(providers={ES: provider_settings(es.url, ES)}, sources=sources,
                                  database_url=sqlite_db.url)
         bus = EmbeddedBus()
-        cycle = DiscoveryCycle(settings, bus, sqlite_db)
+        cycle = discovery_cycle(settings, bus, sqlite_db)
         report = cycle.backfill("ceara", datetime(2025, 7, 1, tzinfo=UTC),
                                 datetime(2025, 8, 1, tzinfo=UTC), progress=False)
         assert report.published == 10 and report.items_seen == 10

@@ -15,6 +15,7 @@ import pytest
 from monitor.adapters.bus_embedded import EmbeddedBus
 from monitor.adapters.database import Database
 from monitor.pipeline.discovery import DiscoveryCycle
+from monitor.pipeline.runtime import discovery_cycle
 from tests.integration.stac_fixtures import (
     ES,
     HostileStacServer,
@@ -53,7 +54,7 @@ def _cycle(server: HostileStacServer, db: Database, *, strategy: str = "batched"
                                          max_retries=max_retries)},
         sources=[SOURCE], cities=cities, database_url=db.url)
     bus = EmbeddedBus()
-    return DiscoveryCycle(settings, bus, db, strategy=strategy, backoff_s=0.05), bus
+    return discovery_cycle(settings, bus, db, strategy=strategy, backoff_s=0.05), bus
 
 
 def _good() -> dict:

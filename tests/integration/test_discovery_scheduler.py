@@ -17,7 +17,7 @@ import yaml
 from monitor.adapters.bus_embedded import EmbeddedBus
 from monitor.adapters.database import Database
 from monitor.adapters.stac_server import StacServer
-from services.scheduler import run_scheduler
+from monitor.pipeline.scheduling import run_scheduler
 from tests.integration.stac_fixtures import (
     ES,
     HostileStacServer,

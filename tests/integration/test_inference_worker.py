@@ -11,9 +11,13 @@ import numpy as np
 
 from monitor.adapters.state_store import StateStore
 from monitor.domain.events import CHANGE_TYPE, SCENE_TYPE, SceneData, parse_event
-from monitor.pipeline.runtime import Runtime, republish_unfinished
+from monitor.pipeline.runtime import (
+    Runtime,
+    build_inference_loop,
+    build_worker,
+    republish_unfinished,
+)
 from monitor.synthetic.archive import Archive
-from services.inference import build_loop, build_worker
 from tests.integration.inference_fixtures import register, scene_from_item
 
 
@@ -104,7 +108,7 @@ def test_a_fresh_worker_takes_over_from_the_persisted_state(runtime: Runtime, sm
 def test_bad_scenes_get_a_clear_outcome_and_the_worker_goes_on(
         runtime: Runtime, small_archive: Archive, tmp_path: Path) -> None:
     worker = build_worker(runtime)
-    loop = build_loop(runtime, worker, client_id="test")
+    loop = build_inference_loop(runtime, worker, client_id="test")
     good = events_for(small_archive, "sentinel-2-l2a", 6)
     s1 = events_for(small_archive, "sentinel-1-rtc", 1)[0]
 

@@ -19,7 +19,7 @@ def registry(request: pytest.FixtureRequest, tmp_path) -> Database:
     if request.param == "sqlite":
         db = Database(f"sqlite:///{tmp_path / 'registry.db'}")
     else:
-        from monitor.reliability.infrastructure import drop_database, fresh_database
+        from tools.reliability.infrastructure import drop_database, fresh_database
 
         admin = request.getfixturevalue("postgres_url")
         url = fresh_database(admin, prefix="registry")

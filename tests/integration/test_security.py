@@ -23,7 +23,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from monitor.adapters.database import Database, Subscription
+from monitor.adapters.database import Database
 from monitor.adapters.webhooks import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -32,6 +32,7 @@ from monitor.adapters.webhooks import (
     verify_signature,
 )
 from monitor.domain.alerts import AlertRules
+from monitor.domain.records import Subscription
 from monitor.errors import DatabaseError
 from monitor.pipeline.alerting import apply_change_event
 from monitor.pipeline.outbox import dispatch_due
@@ -359,12 +360,12 @@ def test_injection_payloads_find_nothing_and_change_nothing(db: Database) -> Non
 SQL_CALLS = {"text", "execute", "exec", "exec_driver_sql", "executescript", "executemany"}
 # DDL cannot take bound parameters: these identifiers are constants (or checked) in code.
 ALLOWED = {
-    ("monitor/reliability/load.py", """f'DROP DATABASE IF EXISTS "{LOAD_DATABASE}" WITH (FORCE)'"""),
-    ("monitor/reliability/load.py", """f'CREATE DATABASE "{LOAD_DATABASE}"'"""),
+    ("tools/reliability/load.py", """f'DROP DATABASE IF EXISTS "{LOAD_DATABASE}" WITH (FORCE)'"""),
+    ("tools/reliability/load.py", """f'CREATE DATABASE "{LOAD_DATABASE}"'"""),
     # fault suite: the name is made of [a-z0-9_] (re.sub) right before
-    ("monitor/reliability/infrastructure.py", "f'CREATE DATABASE {name}'"),
+    ("tools/reliability/infrastructure.py", "f'CREATE DATABASE {name}'"),
     # fault suite: the name is the last segment of a URL that fresh_database made
-    ("monitor/reliability/infrastructure.py", "f'DROP DATABASE IF EXISTS {name} WITH (FORCE)'"),
+    ("tools/reliability/infrastructure.py", "f'DROP DATABASE IF EXISTS {name} WITH (FORCE)'"),
 }
 
 
@@ -405,7 +406,7 @@ def sql_built_from_strings(path: Path) -> list[tuple[int, str]]:
 
 
 def test_no_sql_is_built_from_formatted_strings() -> None:
-    files = sorted(p for folder in ("monitor", "services")
+    files = sorted(p for folder in ("monitor", "services", "tools")
                    for p in (REPO_ROOT / folder).rglob("*.py"))
     assert len(files) > 30
     offenders = []

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from monitor.adapters.bus_embedded import EmbeddedBus
-from monitor.adapters.database import Database, Subscription
+from monitor.adapters.database import Database
 from monitor.adapters.webhooks import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -21,10 +21,11 @@ from monitor.adapters.webhooks import (
     verify_signature,
 )
 from monitor.domain.alerts import AlertRules
+from monitor.domain.records import Subscription
 from monitor.pipeline.alerting import apply_change_event
 from monitor.pipeline.outbox import dispatch_due
+from monitor.pipeline.runtime import run_alerting
 from monitor.settings import AlertingSettings, Settings
-from services.alerting import run_alerting
 from tests.integration.alerting_fixtures import (
     make_change,
     make_database,
@@ -44,8 +45,7 @@ def subscribe(db: Database, url: str, *, cities: list[str] | None = None,
               statuses: list[str] | None = None, min_confidence: float = 0.0) -> str:
     sub_id = uuid.uuid4().hex[:16]
     db.add_subscription(Subscription(id=sub_id, name="twin", url=url, secret=SECRET,
-                                     cities_json=json.dumps(cities or []),
-                                     statuses_json=json.dumps(statuses or []),
+                                     cities=cities or [], statuses=statuses or [],
                                      min_confidence=min_confidence))
     return sub_id
 

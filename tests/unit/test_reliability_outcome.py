@@ -4,8 +4,8 @@ the catch-up may credit an equal alert to other scenes (its scene ids)."""
 from __future__ import annotations
 
 from monitor.domain.events import deterministic_id
-from monitor.reliability.harness import RunRecord
-from monitor.reliability.outcome import compare
+from tools.reliability.harness import RunRecord
+from tools.reliability.outcome import compare
 
 
 def _run(name: str, full_hash: str, content_hash: str = "c0ffee") -> RunRecord:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 
 def _cmd_faults(args: argparse.Namespace) -> int:
-    from monitor.reliability.faults import all_faults
-    from monitor.reliability.runner import DEFAULT_ROOT, SuiteOptions, run_suite
+    from tools.reliability.faults import all_faults
+    from tools.reliability.runner import DEFAULT_ROOT, SuiteOptions, run_suite
 
     # kafka-python narrates every reconnect at WARNING; the suite provokes many on purpose.
     logging.getLogger("kafka").setLevel(logging.ERROR)
@@ -28,7 +28,7 @@ def _cmd_faults(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     reliability = subparsers.add_parser(
         "reliability", help="fault injection against the distributed pipeline",
         description="Reliability checks of the distributed pipeline (Kafka, PostgreSQL, "

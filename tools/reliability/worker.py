@@ -1,9 +1,10 @@
 """An inference worker process with fault hooks (for the fault-injection suite).
 
-    python -m monitor.reliability.worker --config FILE --name w1 --status-dir DIR
+    python -m tools.reliability.worker --config FILE --name w1 --status-dir DIR
         [--fail-write 3:version,7:pointer] [--hang-after-save N]
 
-It is the production worker (``services.inference.build_worker`` / ``build_loop``) with
+It is the production worker (``monitor.pipeline.runtime.build_worker`` and
+``build_inference_loop``) with
 three additions the suite needs to aim its faults:
 
 - ``DIR/<name>.busy`` holds the scene event id in hand while a scene is handled and
@@ -21,7 +22,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -104,11 +104,15 @@ def parse_fail_plan(spec: str | None) -> dict[str, set[int]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from monitor.cli import configure_logging
-    from monitor.pipeline.runtime import build_runtime
+    from monitor.pipeline.runtime import (
+        build_inference_loop,
+        build_runtime,
+        build_worker,
+        install_stop_handlers,
+    )
     from monitor.settings import load_settings
-    from services.inference import build_loop, build_worker
 
-    parser = argparse.ArgumentParser(prog="python -m monitor.reliability.worker",
+    parser = argparse.ArgumentParser(prog="python -m tools.reliability.worker",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--name", required=True)
@@ -120,24 +124,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings(args.config)
     configure_logging(settings.logging.level)
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    install_stop_handlers(stop, "the scene in hand")
     args.status_dir.mkdir(parents=True, exist_ok=True)
     busy = args.status_dir / f"{args.name}.busy"
     done = args.status_dir / f"{args.name}.done"
     (args.status_dir / f"{args.name}.pid").write_text(str(os.getpid()))
 
-    runtime = build_runtime(settings)
-    worker = build_worker(runtime)
     plan = parse_fail_plan(args.fail_write)
     filesystem = FlakyFileSystem(plan) if plan else None
+    store: StateStore | None = None
     if args.hang_after_save:
-        worker.store = HangingStateStore(settings.state.url, filesystem=filesystem,
-                                         hang_after=args.hang_after_save,
-                                         marker=args.status_dir / f"{args.name}.saved")
+        store = HangingStateStore(settings.state.url, filesystem=filesystem,
+                                  hang_after=args.hang_after_save,
+                                  marker=args.status_dir / f"{args.name}.saved")
     elif filesystem is not None:
-        worker.store = StateStore(settings.state.url, filesystem=filesystem)
-    loop = build_loop(runtime, worker, client_id=f"reliability-{args.name}")
+        store = StateStore(settings.state.url, filesystem=filesystem)
+    runtime = build_runtime(settings)
+    worker = build_worker(runtime, store=store)
+    loop = build_inference_loop(runtime, worker, client_id=f"reliability-{args.name}")
     handler = loop.handler
 
     def traced(event: CloudEvent, message: Message) -> None:

@@ -2,9 +2,9 @@
 
 A run (:class:`Trial`) gets fresh topics, consumer groups, a fresh PostgreSQL database and
 a fresh state folder, so runs never see each other. It serves the archive with a real STAC
-API (``rustac serve``) behind a :class:`~monitor.reliability.endpoints.FaultyProxy`,
-starts ``workers`` inference worker processes (:mod:`monitor.reliability.worker`, real OS
-processes in one consumer group), runs the alerting service (``services.alerting``) in a
+API (``rustac serve``) behind a :class:`~tools.reliability.endpoints.FaultyProxy`,
+starts ``workers`` inference worker processes (:mod:`tools.reliability.worker`, real OS
+processes in one consumer group), runs the alerting service (``monitor.pipeline.runtime.run_alerting``) in a
 thread, and replays discovery on a simulated clock (one poll every ``poll_every_days``).
 The fault's hooks strike along the way. Then it waits until everything is settled (every
 scene terminal, no consumer lag, no pending outbox row), sends the webhooks on a simulated
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from monitor.errors import ServiceError, UrbanMonitorError
-from monitor.reliability.infrastructure import (
+from tools.reliability.infrastructure import (
     REPO_ROOT,
     DedicatedServices,
     drop_database,
@@ -43,7 +43,7 @@ from monitor.reliability.infrastructure import (
 )
 
 if TYPE_CHECKING:
-    from monitor.reliability.faults import Fault
+    from tools.reliability.faults import Fault
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ class Trial:
 
     def start_worker(self, name: str, extra: list[str] | None = None) -> None:
         log_path = self.dir / f"{name}.log"
-        command = [sys.executable, "-m", "monitor.reliability.worker", "--config",
+        command = [sys.executable, "-m", "tools.reliability.worker", "--config",
                    str(self.dir / "config.yaml"), "--name", name,
                    "--status-dir", str(self.status_dir), *(extra or [])]
         with log_path.open("ab") as out:
@@ -265,7 +265,7 @@ class Trial:
 
     def _start_alerting(self) -> None:
         from monitor.adapters.bus import create_bus
-        from services.alerting import run_alerting
+        from monitor.pipeline.runtime import run_alerting
 
         def target() -> None:
             bus = create_bus(self.settings.bus)
@@ -290,12 +290,11 @@ class Trial:
         self.alerting_thread.start()
 
     def setup(self) -> None:
-        from monitor.adapters.database import Subscription
         from monitor.adapters.stac_server import StacServer
-        from monitor.pipeline.discovery import DiscoveryCycle
-        from monitor.pipeline.runtime import build_runtime
-        from monitor.reliability.endpoints import FaultyProxy, WebhookReceiver
+        from monitor.domain.records import Subscription
+        from monitor.pipeline.runtime import build_runtime, discovery_cycle
         from monitor.settings import load_settings
+        from tools.reliability.endpoints import FaultyProxy, WebhookReceiver
 
         self.dir.mkdir(parents=True, exist_ok=True)
         self.status_dir.mkdir(parents=True, exist_ok=True)
@@ -311,8 +310,8 @@ class Trial:
         self.runtime.db.add_subscription(Subscription(
             id=f"sub-{self.run_id}", name="fault suite receiver", url=self.receiver.url,
             secret="reliability-secret"))
-        self.cycle = DiscoveryCycle(self.settings, self.runtime.bus, self.runtime.db,
-                                    max_workers=1, backoff_s=0.1)
+        self.cycle = discovery_cycle(self.settings, self.runtime.bus, self.runtime.db,
+                                     max_workers=1, backoff_s=0.1)
         start = datetime.combine(archive.params.start, datetime.min.time(), tzinfo=UTC)
         end = datetime.combine(archive.params.end, datetime.min.time(), tzinfo=UTC)
         step = timedelta(days=self.env.poll_every_days)
@@ -406,12 +405,13 @@ class Trial:
             if scene.status not in TERMINAL:
                 rec.unsettled.append(f"scene {scene.item_id} is {scene.status}")
         for alert in self.db.alerts(city_id=CITY_ID, limit=None):
-            body = json.dumps([alert.geometry_json, round(alert.confidence, 4), alert.status,
+            geometry = json.dumps(alert.geometry)  # the stored text, as the database holds it
+            body = json.dumps([geometry, round(alert.confidence, 4), alert.status,
                                str(alert.first_detected), str(alert.confirmed),
-                               str(alert.retracted), alert.scene_ids_json])
+                               str(alert.retracted), json.dumps(list(alert.scene_ids))])
             rec.alerts[alert.id] = (alert.revision, alert.status,
                                     hashlib.sha256(body.encode()).hexdigest()[:12])
-            content = json.dumps([alert.geometry_json, round(alert.confidence, 4),
+            content = json.dumps([geometry, round(alert.confidence, 4),
                                   alert.status, str(alert.first_detected),
                                   str(alert.confirmed), str(alert.retracted)])
             rec.alert_contents[alert.id] = (alert.revision, alert.status,

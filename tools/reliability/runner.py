@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monitor.reliability.faults import CorruptCog, Fault, WithoutItem, select_faults
-from monitor.reliability.harness import (
+from tools.reliability.faults import CorruptCog, Fault, WithoutItem, select_faults
+from tools.reliability.harness import (
     REPO_ROOT,
     RunRecord,
     SuiteEnvironment,
@@ -18,8 +18,8 @@ from monitor.reliability.harness import (
     archive_params,
     resolve_models,
 )
-from monitor.reliability.infrastructure import DedicatedServices
-from monitor.reliability.outcome import Outcome, compare, format_details, format_table
+from tools.reliability.infrastructure import DedicatedServices
+from tools.reliability.outcome import Outcome, compare, format_details, format_table
 
 log = logging.getLogger(__name__)
 

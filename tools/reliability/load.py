@@ -1,6 +1,6 @@
 """Load run: many 1 Mpx cities through Kafka, N inference worker processes and alerting.
 
-    python -m monitor.reliability.load --workers 3 --cities 6 --rate 10
+    python -m tools.reliability.load --workers 3 --cities 6 --rate 10
 
 What it does (issue 9):
 
@@ -11,8 +11,8 @@ What it does (issue 9):
    would be with distinct cities: say so when quoting the figures);
 2. warms one city state on the first months of the archive (cached) and copies it to every
    city, so the measured scenes run the full model path (S2 and S1 references exist);
-3. starts ``--workers`` inference processes (``services.inference.build_worker`` /
-   ``build_loop`` over Kafka and PostgreSQL, in their own interpreters) and the alerting
+3. starts ``--workers`` inference processes (``monitor.pipeline.runtime.build_worker`` /
+   ``build_inference_loop`` over Kafka and PostgreSQL, in their own interpreters) and the alerting
    service (``urban-monitor serve alerting``), on fresh topics and a fresh database;
 4. *saturation*: registers and publishes ``--burst`` scenes per city at once (as discovery
    does: scene registry ``discovered``, SceneEvent, ``published``) and measures scenes per
@@ -156,8 +156,12 @@ def scene_events(archive: Any, city_id: str, *, after: date | None = None,
                                     collection=collection, modality=spec["modality"],
                                     asset_keys=spec["assets"], polarizations=["VV", "VH"])
             events.append(scene_event(scene, source="urban-monitor/load"))
-    events.sort(key=lambda e: (e.data.acquired, e.data.item_id))
+    events.sort(key=_scene_order)
     return events
+
+
+def _scene_order(event: Any) -> tuple[Any, str]:
+    return (event.data.acquired, event.data.item_id)
 
 
 def register_scene(db: Any, event: Any) -> bool:
@@ -175,11 +179,13 @@ def local_settings(archive: Any, folder: Path, city_ids: Sequence[str]) -> Any:
     from monitor.settings import Settings
 
     models = resolve_models()
-    return Settings(cities=[city_entry(c, archive) for c in city_ids],
-                    database={"url": f"sqlite:///{folder / 'urban-monitor.db'}"},
-                    state={"url": str(folder / "state")},
-                    models={"s2": models["s2"], "s1": models["s1"], "threads": 1},
-                    providers={PROVIDER: provider_entry()})
+    values: dict[str, Any] = {
+        "cities": [city_entry(c, archive) for c in city_ids],
+        "database": {"url": f"sqlite:///{folder / 'urban-monitor.db'}"},
+        "state": {"url": str(folder / "state")},
+        "models": {"s2": models["s2"], "s1": models["s1"], "threads": 1},
+        "providers": {PROVIDER: provider_entry()}}
+    return Settings(**values)  # validated as the settings file would be
 
 
 def ensure_warm_state(archive: Any, work_dir: Path, until: date, *,
@@ -190,8 +196,7 @@ def ensure_warm_state(archive: Any, work_dir: Path, until: date, *,
     from tqdm import tqdm
 
     from monitor.adapters.bus_embedded import EmbeddedBus
-    from monitor.pipeline.runtime import build_runtime
-    from services.inference import build_worker
+    from monitor.pipeline.runtime import build_runtime, build_worker
 
     folder = work_dir / "warm"
     models = resolve_models()
@@ -276,10 +281,13 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 # -- the worker process -----------------------------------------------------------------
 def serve_worker(config: Path, report: Path) -> int:
     """One inference worker process; writes its stage timers and stats at SIGTERM."""
-    from monitor.pipeline.runtime import build_runtime
+    from monitor.pipeline.runtime import (
+        build_inference_loop,
+        build_runtime,
+        build_worker,
+        install_stop_handlers,
+    )
     from monitor.settings import load_settings
-    from services.cli import install_stop_handlers
-    from services.inference import build_loop, build_worker
 
     settings = load_settings(config)
     logging.basicConfig(level=settings.logging.level,
@@ -289,7 +297,7 @@ def serve_worker(config: Path, report: Path) -> int:
     install_stop_handlers(stop)
     runtime = build_runtime(settings)
     worker = build_worker(runtime)
-    loop = build_loop(runtime, worker, client_id=f"load-worker-{os.getpid()}")
+    loop = build_inference_loop(runtime, worker, client_id=f"load-worker-{os.getpid()}")
     try:
         loop.run(stop, timeout_s=0.5)
     finally:
@@ -540,7 +548,7 @@ def _alert_latencies(observed: Observed, discovered: dict[str, float],
             at = observed.change_at.get(scene_id or "")
             if scene_id in discovered and at is not None and at <= alert["at"] + 1.0 and (
                     best is None or at > best[0]):
-                best = (at, scene_id)  # type: ignore[assignment]
+                best = (at, scene_id)
         if best is not None:
             out.append(alert["at"] - discovered[best[1]])
     return out
@@ -592,11 +600,11 @@ def run_load(opts: LoadOptions) -> dict[str, Any]:
     bus.ensure_topics([b.scenes_topic, b.changes_topic, b.alerts_topic, b.dead_letter_topic],
                       opts.partitions)
     python = sys.executable
-    workers = [_start([python, "-m", "monitor.reliability.load", "serve-worker",
+    workers = [_start([python, "-m", "tools.reliability.load", "serve-worker",
                        "--config", str(config_path), "--report", str(run_dir / f"worker{i}.json")],
                       run_dir / f"worker{i}.log") for i in range(opts.workers)]
-    alerting = _start([python, "-m", "monitor.cli", "--config", str(config_path), "serve",
-                       "alerting"], run_dir / "alerting.log")
+    alerting = _start([python, "-m", "services.alerting", "--config", str(config_path)],
+                      run_dir / "alerting.log")
     processes = [*workers, alerting]
     monitor = Monitor(bootstrap, settings)
     monitor.start()
@@ -776,7 +784,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m monitor.reliability.load",
+    parser = argparse.ArgumentParser(prog="python -m tools.reliability.load",
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command")

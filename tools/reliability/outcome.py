@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from monitor.reliability.harness import RunRecord
+from tools.reliability.harness import RunRecord
 
 
 @dataclass

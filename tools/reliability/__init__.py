@@ -1,8 +1,8 @@
 """Reliability of the distributed pipeline (issue 9): load and fault injection.
 
-- :mod:`monitor.reliability.load`: many cities through Kafka, worker processes and
+- :mod:`tools.reliability.load`: many cities through Kafka, worker processes and
   alerting; throughput, latency, lag, memory.
-- :mod:`monitor.reliability.faults` (``urban-monitor reliability faults``): a small
+- :mod:`tools.reliability.faults` (``urban-monitor reliability faults``): a small
   synthetic city replayed through discovery, inference worker processes and alerting,
   once without faults (the reference) and once per fault (worker kill -9, broker restart,
   database outage, STAC API down/slow/garbage, corrupt COG, webhook target down, failing

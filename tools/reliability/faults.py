@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from monitor.errors import ServiceError
 
 if TYPE_CHECKING:
-    from monitor.reliability.harness import Trial
+    from tools.reliability.harness import Trial
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ class DuplicateEvents(Fault):
     def before_poll(self, trial: Trial, index: int, now: datetime) -> None:
         if index != 2 * len(trial.poll_times) // 3:
             return
-        from monitor.reliability.infrastructure import read_topic
+        from tools.reliability.infrastructure import read_topic
 
         _wait_progress(trial, 20)
         b = trial.settings.bus

@@ -25,11 +25,32 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKER_DIR = REPO_ROOT / "docker"
 
 
+def _port(variable: str, default: int) -> int:
+    value = os.environ.get(variable)
+    if value is None:
+        return default
+    if not value.isdigit():
+        raise ServiceError(f"{variable}={value!r} is not a port number",
+                           f"set it to a free TCP port or unset it (default {default})")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class ServicePorts:
+    """The suite's own ports (defaults 29092, 29093, 55433). Two checkouts running the suite
+    at once on one machine set ``URBAN_MONITOR_FAULTS_KAFKA_PORT``,
+    ``URBAN_MONITOR_FAULTS_KAFKA_CONTROLLER_PORT`` and ``URBAN_MONITOR_FAULTS_PG_PORT``."""
+
     kafka: int = 29092
     kafka_controller: int = 29093
     postgres: int = 55433
+
+    @classmethod
+    def from_env(cls) -> ServicePorts:
+        return cls(kafka=_port("URBAN_MONITOR_FAULTS_KAFKA_PORT", cls.kafka),
+                   kafka_controller=_port("URBAN_MONITOR_FAULTS_KAFKA_CONTROLLER_PORT",
+                                          cls.kafka_controller),
+                   postgres=_port("URBAN_MONITOR_FAULTS_PG_PORT", cls.postgres))
 
 
 class DedicatedServices:
@@ -37,7 +58,7 @@ class DedicatedServices:
 
     def __init__(self, root: Path, ports: ServicePorts | None = None) -> None:
         self.root = root
-        self.ports = ports or ServicePorts()
+        self.ports = ports or ServicePorts.from_env()
         self.bootstrap: str | None = None
         self.admin_url: str | None = None
 

@@ -1,0 +1,130 @@
+"""The connection every SQL repository shares: engine, sessions, schema, error translation.
+
+SQLite file by default, PostgreSQL by URL. Every repository method is one short
+transaction (:meth:`SqlEngine.run`); SQLAlchemy errors become :class:`DatabaseError` with
+the redacted URL. SQL is only ever built by SQLAlchemy with bound parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlmodel import Session, SQLModel, create_engine
+
+from monitor.adapters.sql.tables import MIGRATIONS, SCHEMA_VERSION, SchemaVersion
+from monitor.errors import DatabaseError
+
+T = TypeVar("T")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def redact_database_url(url: str) -> str:
+    """The URL without its password (for logs and messages)."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
+    return url
+
+
+class SqlEngine:
+    """One database: its SQLAlchemy engine, sessions and schema."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.safe_url = redact_database_url(url)
+        if url.startswith("sqlite:///"):
+            path = url.removeprefix("sqlite:///")
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(url, echo=echo,
+                                                connect_args={"check_same_thread": False,
+                                                              "timeout": 30})
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5,
+                                        max_overflow=5)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                yield session
+                session.commit()
+        except IntegrityError:
+            raise
+        except OperationalError as exc:
+            raise DatabaseError(
+                f"database {self.safe_url} is unavailable: {str(exc.orig).strip()[:200]}",
+                "check that the database server runs and the URL is right; work is retried",
+            ) from exc
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"database {self.safe_url} refused an operation: {exc}"[:400],
+                                "see the log for the statement") from exc
+
+    def run(self, fn: Callable[[Session], T]) -> T:
+        """``fn`` in one transaction (committed when it returns)."""
+        with self.session() as s:
+            return fn(s)
+
+    def init_schema(self) -> int:
+        """Create or bring the schema forward; returns the version now in place."""
+        try:
+            SQLModel.metadata.create_all(self.engine, tables=[SchemaVersion.__table__])  # type: ignore[attr-defined]
+        except OperationalError as exc:
+            raise DatabaseError(f"database {self.safe_url} is unavailable: {exc.orig}",
+                                "start it (bash docker/postgres.sh start) or fix the URL") from exc
+        with self.session() as s:
+            row = s.get(SchemaVersion, 1)
+            current = row.version if row else 0
+        if current > SCHEMA_VERSION:
+            raise DatabaseError(
+                f"database {self.safe_url} has schema version {current}, newer than this "
+                f"program's {SCHEMA_VERSION}", "upgrade urban-monitor before using this database")
+        if current == 0:
+            SQLModel.metadata.create_all(self.engine)
+        else:
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                with self.session() as s:
+                    for statement in MIGRATIONS.get(version, []):
+                        s.exec(text(statement))  # type: ignore[call-overload]
+        with self.session() as s:
+            row = s.get(SchemaVersion, 1) or SchemaVersion(id=1, version=SCHEMA_VERSION)
+            row.version = SCHEMA_VERSION
+            row.updated_at = datetime.now(UTC)
+            s.add(row)
+        return SCHEMA_VERSION
+
+    def schema_version(self) -> int:
+        with self.session() as s:
+            row = s.get(SchemaVersion, 1)
+            return row.version if row else 0
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+class SqlRepository:
+    """Base of the repositories: they share one :class:`SqlEngine` (one pool)."""
+
+    def __init__(self, sql: SqlEngine) -> None:
+        self.sql = sql
+
+    def _run(self, fn: Callable[[Session], T]) -> T:
+        return self.sql.run(fn)
