@@ -98,7 +98,7 @@ def api_server(tmp_path: Path, demo_city: DemoCity) -> Iterator[ApiServer]:
     from monitor.adapters.database import Database
     from monitor.settings import load_settings
     from services.api import create_app
-    from services.dashboard import mount_dashboard
+    from services.api.dashboard import mount_dashboard
 
     db = Database(f"sqlite:///{tmp_path / 'alerts.db'}")
     db.init_schema()

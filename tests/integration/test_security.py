@@ -125,7 +125,7 @@ def test_every_write_endpoint_needs_a_valid_api_key(db: Database) -> None:
 def test_api_key_comparison_is_constant_time() -> None:
     """The key check compares with hmac.compare_digest against every configured key and
     never with ==, ``in`` or a dict lookup (which leak the key through timing)."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(api_module.create_app)))
+    tree = ast.parse(textwrap.dedent(inspect.getsource(api_module.require_key)))
     (check,) = [n for n in ast.walk(tree)
                 if isinstance(n, ast.FunctionDef) and n.name == "require_key"]
     calls = {ast.unparse(n.func) for n in ast.walk(check) if isinstance(n, ast.Call)}

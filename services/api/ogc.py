@@ -1,5 +1,5 @@
-"""OGC API - Features Part 1 pieces: query parameters (bbox, datetime, limit) and the
-GeoJSON documents (features, collections, paging links).
+"""OGC API - Features Part 1 pieces: the bbox and datetime parsers and the GeoJSON
+documents (features, paging links).
 
 The alerts' temporal property is ``first_detected`` (a date): ``datetime=`` selects alerts
 first detected at that instant (its UTC date) or within that interval; ``..`` or an empty
@@ -17,7 +17,7 @@ from monitor.errors import RequestError
 from monitor.reporting.features import GEOJSON, alert_feature
 
 __all__ = ["CONFORMANCE", "CRS84", "GEOJSON", "Interval", "alert_feature", "paging_links",
-           "parse_bbox", "parse_datetime", "parse_limit", "parse_offset"]
+           "parse_bbox", "parse_datetime"]
 
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 CONFORMANCE = [
@@ -103,32 +103,6 @@ def parse_datetime(text: str | None) -> Interval | None:
                            "give an RFC 3339 date or date-time")
     day = _parse_instant(text, end=False)
     return Interval(day, day)
-
-
-def parse_limit(text: str | None, default: int, maximum: int) -> int:
-    """limit=N (1..): above the maximum it is clamped, as the standard asks."""
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise RequestError("limit", f"'{text}' is not an integer",
-                           f"give an integer between 1 and {maximum}") from None
-    if value < 1:
-        raise RequestError("limit", f"{value} is below 1", f"give 1..{maximum}")
-    return min(value, maximum)
-
-
-def parse_offset(text: str | None) -> int:
-    if text is None:
-        return 0
-    try:
-        value = int(text)
-    except ValueError:
-        raise RequestError("offset", f"'{text}' is not an integer", "give 0 or more") from None
-    if value < 0:
-        raise RequestError("offset", f"{value} is negative", "give 0 or more")
-    return value
 
 
 def paging_links(base_url: str, collection: str, query: dict[str, str], offset: int,

@@ -1,6 +1,6 @@
 """The dashboard page and the map layers it overlays, added to the API app.
 
-    mount_dashboard(app, load_state)      # inside services.api.create_app
+    mount_dashboard(app, load_state)      # inside services.api.app.create_app
 
 Adds:
 - ``/dashboard/`` — the page (services/static: index.html, app.js, style.css, vendored
@@ -24,7 +24,7 @@ from pathlib import Path
 from threading import Lock
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException
 
 from monitor.reporting.maps import map_info, render_change_png, render_rgb_png
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC_DIR = Path(__file__).resolve().parents[1] / "static"  # services/static
 _CACHE_SIZE = 16
 
 
@@ -63,6 +63,13 @@ class LayerCache:
 def mount_dashboard(app: FastAPI, load_state: Callable[[str], Any],
                     static_dir: Path = STATIC_DIR) -> None:
     """Serve the dashboard page and its map-layer routes on ``app``."""
+    app.router.routes.extend(dashboard_router(load_state).routes)  # see app.add_routes
+    app.mount("/dashboard", StaticFiles(directory=static_dir, html=True), name="dashboard")
+
+
+def dashboard_router(load_state: Callable[[str], Any]) -> APIRouter:
+    """The map-layer routes of the dashboard (and the page's redirect)."""
+    router = APIRouter(tags=["dashboard"])
     cache = LayerCache()
 
     def layer(city_id: str, name: str, render: Callable[[Any], Any]) -> Any:
@@ -70,16 +77,16 @@ def mount_dashboard(app: FastAPI, load_state: Callable[[str], Any],
         return cache.get_or_render((city_id, name, getattr(state, "version", None)),
                                    lambda: render(state))
 
-    @app.get("/dashboard", include_in_schema=False)
+    @router.get("/dashboard", include_in_schema=False)
     def dashboard_redirect() -> RedirectResponse:
         return RedirectResponse("/dashboard/", status_code=307)
 
-    @app.get("/cities/{city_id}/maps/info", summary="Map overlay bounds and legends")
+    @router.get("/cities/{city_id}/maps/info", summary="Map overlay bounds and legends")
     async def maps_info(city_id: str) -> JSONResponse:
         info = await run_in_threadpool(layer, city_id, "info", map_info)
         return JSONResponse(info)
 
-    @app.get("/cities/{city_id}/maps/rgb.png", summary="Latest clear true-colour composite")
+    @router.get("/cities/{city_id}/maps/rgb.png", summary="Latest clear true-colour composite")
     async def rgb_png(city_id: str) -> Response:
         data = await run_in_threadpool(layer, city_id, "rgb", render_rgb_png)
         if data is None:
@@ -87,10 +94,10 @@ def mount_dashboard(app: FastAPI, load_state: Callable[[str], Any],
                                 "yet; it appears after the first S2 scene is processed")
         return Response(data, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
-    @app.get("/cities/{city_id}/maps/change-overlay.png",
+    @router.get("/cities/{city_id}/maps/change-overlay.png",
              summary="Time-of-change layer for web maps (Web Mercator aligned)")
     async def change_overlay_png(city_id: str) -> Response:
         data = await run_in_threadpool(layer, city_id, "change", render_change_png)
         return Response(data, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
-    app.mount("/dashboard", StaticFiles(directory=static_dir, html=True), name="dashboard")
+    return router

@@ -1,0 +1,116 @@
+"""What the API's routes read: the repositories, the city catalogue and the state store,
+held once per app (``app.state.context``) and handed to the routes as a dependency."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from fastapi import Request
+from shapely.geometry import mapping
+from starlette.exceptions import HTTPException
+
+from monitor.errors import UrbanMonitorError
+from monitor.pipeline.city_stats import CityInfo
+from monitor.ports import AlertRepository, CityRepository, DeliveryOutbox, SubscriptionRepository
+from monitor.settings import ApiSettings, Settings
+
+
+class ApiStore(AlertRepository, SubscriptionRepository, DeliveryOutbox, CityRepository,
+               Protocol):
+    """The repositories the API serves (``monitor.adapters.database.Database``)."""
+
+    def schema_version(self) -> int: ...
+
+
+class StateSource(Protocol):
+    """Anything that loads a city's change state (``monitor.ports.StateRepository``, or a
+    test double): the maps read ``grid``, ``status``, ``change_day`` ... from it."""
+
+    def load(self, city_id: str) -> Any: ...
+
+
+def load_population_csv(path: str) -> dict[str, dict[int, float]]:
+    """CSV with columns city_id, year, population."""
+    out: dict[str, dict[int, float]] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            for i, row in enumerate(csv.DictReader(handle), start=2):
+                try:
+                    out.setdefault(row["city_id"], {})[int(row["year"])] = float(row["population"])
+                except (KeyError, ValueError) as exc:
+                    raise UrbanMonitorError(f"population CSV {path}, line {i}: {exc}",
+                                            "columns must be city_id,year,population") from exc
+    except FileNotFoundError:
+        raise UrbanMonitorError(f"population CSV {path} not found",
+                                "fix api.population_csv or remove it") from None
+    return out
+
+
+class Catalogue:
+    """The cities: the configured ones first, then those other processes registered,
+    with populations from ``api.population_csv`` on top."""
+
+    def __init__(self, settings: Settings, cities: CityRepository) -> None:
+        self.settings = settings
+        self.repository = cities
+        self.population = (load_population_csv(settings.api.population_csv)
+                           if settings.api.population_csv else {})
+
+    def cities(self) -> dict[str, CityInfo]:
+        out: dict[str, CityInfo] = {}
+        for c in self.settings.cities:
+            out[c.id] = CityInfo(id=c.id, name=c.name, country=c.country,
+                                 aoi=dict(mapping(c.aoi())), population=dict(c.population),
+                                 built_up_km2=dict(c.built_up_km2))
+        for row in self.repository.cities():
+            if row.id not in out:
+                out[row.id] = CityInfo(id=row.id, name=row.name, country=row.country,
+                                       aoi=row.aoi, population=dict(row.population))
+        for city_id, pop in self.population.items():
+            if city_id in out:
+                out[city_id].population = {**out[city_id].population, **pop}
+        return out
+
+    def city(self, city_id: str) -> CityInfo:
+        city = self.cities().get(city_id)
+        if city is None:
+            raise HTTPException(404, f"unknown city '{city_id}'; see /collections/cities/items")
+        return city
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    store: ApiStore
+    catalogue: Catalogue
+    states: StateSource | None = None
+
+    @property
+    def api(self) -> ApiSettings:
+        return self.settings.api
+
+    def load_state(self, city_id: str) -> Any:
+        """The city's change state, or the API's 404 (unknown city, no store, no state)."""
+        self.catalogue.city(city_id)
+        if self.states is None:
+            raise HTTPException(404, "no change state store is configured for this API")
+        try:
+            state = self.states.load(city_id)
+        except (UrbanMonitorError, FileNotFoundError, KeyError) as exc:
+            raise HTTPException(404, f"no change state for city '{city_id}' yet ({exc})") from exc
+        if state is None:
+            raise HTTPException(404, f"no change state for city '{city_id}' yet; it appears "
+                                "after the first scene is processed")
+        return state
+
+
+def context(request: Request) -> ApiContext:
+    """The dependency every route takes."""
+    ctx: ApiContext = request.app.state.context
+    return ctx
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
