@@ -43,13 +43,14 @@ from monitor.domain.normalisation import s1_from_linear
 from monitor.domain.scenes import scene_from_item
 from monitor.domain.scoring import ChangePrediction, ChangeTruth, score_change
 from monitor.domain.state import CityState, Observation, StateParams, date_to_day
+from monitor.domain.vocabulary import ALERT_STATUSES, UNIX_DAY_OFFSET, Status
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OPERA_DIR = REPO_ROOT / ".." / "shared" / "data" / "s1-rtc-opera" / "10SGD" / "137"
 # state days (since 2014-01-01) -> truth days (since 1970-01-01)
-STATE_TO_EPOCH_DAYS = (date(2014, 1, 1) - date(1970, 1, 1)).days
+STATE_TO_EPOCH_DAYS = UNIX_DAY_OFFSET  # state day -> days since 1970-01-01
 S2_ASSETS = {b: b for b in ("blue", "green", "red", "nir", "swir16", "swir22", "scl")}
 S1_ASSETS = {"vv": "vv", "vh": "vh"}
 
@@ -197,7 +198,7 @@ def score_state(
     state: CityState, change_date: np.ndarray, site_labels: np.ndarray, period: tuple[int, int]
 ) -> dict[str, Any]:
     status = state.status
-    confirmed = status == 3
+    confirmed = status == Status.CONFIRMED
     to_epoch = np.where(
         state.change_day > 0, state.change_day.astype(np.int32) + STATE_TO_EPOCH_DAYS, 0
     )
@@ -215,7 +216,7 @@ def score_state(
     out["status_counts"] = {
         k: v
         for k, v in state.summary().items()
-        if k in ("none", "first", "provisional", "confirmed", "retracted")
+        if k in ("none", *ALERT_STATUSES)
     }
     return out
 
@@ -280,7 +281,7 @@ def check_opera(params: StateParams, predictors: dict[str, Predictor]) -> dict[s
         totals["pixels"] += grid.n_pixels
         totals["observations"] += len(series)
         totals["ever_first_pixels"] += int(ever.sum())
-        for k in ("first", "provisional", "confirmed", "retracted"):
+        for k in ALERT_STATUSES:
             totals[k] += summary[k]
     totals["ever_first_fraction"] = round(totals["ever_first_pixels"] / max(totals["pixels"], 1), 5)
     return totals

@@ -35,10 +35,11 @@ from shapely.ops import unary_union
 
 from monitor.domain.events import ChangeRegion, deterministic_id
 from monitor.domain.grid import CityGrid
+from monitor.domain.vocabulary import ALERT_STATUS_CODES, DAY_EPOCH, Status
 from monitor.errors import AlertError
 
-EPOCH = date(2014, 1, 1)  # day 0 of the state's uint16 day arrays means "none"
-STATUS_NAMES = {1: "first", 2: "provisional", 3: "confirmed", 4: "retracted"}
+EPOCH = DAY_EPOCH  # day 0 of the state's uint16 day arrays means "none"
+STATUS_NAMES = ALERT_STATUS_CODES
 STATUS_CONFIDENCE = {1: 0.5, 2: 0.75, 3: 0.95, 4: 0.05}
 # Rank per status code (index): retracted ranks below every active status.
 _RANK_LUT = np.array([0, 1, 2, 3, 0], dtype=np.int8)
@@ -76,7 +77,7 @@ def extract_regions(status: np.ndarray, grid: CityGrid, *, first_day: np.ndarray
     # sites into one patch (and the alerting would merge them into one alert).
     eight = np.ones((3, 3), dtype=bool)
     labels, n_active = ndimage.label((status >= 1) & (status <= 3), structure=eight)
-    retracted, n_retracted = ndimage.label(status == 4, structure=eight)
+    retracted, n_retracted = ndimage.label(status == Status.RETRACTED, structure=eight)
     labels = np.where(retracted > 0, retracted + n_active, labels).astype(np.int32)
     n = n_active + n_retracted
     if n == 0:

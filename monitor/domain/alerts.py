@@ -50,9 +50,10 @@ from shapely.ops import unary_union as _unary_union
 
 from monitor.domain.events import ChangeRegion, deterministic_id
 from monitor.domain.grid import utm_epsg_for
+from monitor.domain.vocabulary import ALERT_STATUSES
 from monitor.errors import AlertError
 
-STATUSES = ("first", "provisional", "confirmed", "retracted")
+STATUSES = ALERT_STATUSES
 # Lifecycle order of the active statuses; 'retracted' is outside it.
 STATUS_RANK = {"first": 1, "provisional": 2, "confirmed": 3}
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from monitor.domain.vocabulary import AlertStatus
 from monitor.errors import EventError
 
 SPEC_VERSION: Literal["1.0"] = "1.0"
@@ -75,7 +76,7 @@ class ChangeRegion(_Data):
 
     region_id: str
     geometry: dict[str, Any] = Field(description="GeoJSON Polygon/MultiPolygon, EPSG:4326")
-    status: Literal["first", "provisional", "confirmed", "retracted"]
+    status: AlertStatus
     n_pixels: int = Field(ge=1)
     area_m2: float = Field(ge=0)
     first_detected: date
@@ -104,7 +105,7 @@ class AlertData(_Data):
 
     alert_id: str
     city_id: str
-    status: Literal["first", "provisional", "confirmed", "retracted"]
+    status: AlertStatus
     revision: int = Field(ge=1)
     geometry: dict[str, Any]
     area_m2: float = Field(ge=0)

@@ -27,20 +27,18 @@ import numpy as np
 from pyproj import Transformer
 
 from monitor.domain.grid import CityGrid
+from monitor.domain.vocabulary import ALERT_STATUS_CODES, DAY_EPOCH
 from monitor.errors import RenderError
 
-# Days in the state count from this epoch (see monitor.domain.state.date_to_day).
-DAY_EPOCH = date(2014, 1, 1)
-
 # Alert status -> colour. Warm, increasingly saturated as an alert firms up; retracted is
-# grey so that it recedes. Codes follow monitor.domain.state.Status.
+# grey so that it recedes. Codes follow monitor.domain.vocabulary.Status.
 STATUS_COLOURS: dict[str, str] = {
     "first": "#fdb863",
     "provisional": "#f46d43",
     "confirmed": "#d7191c",
     "retracted": "#9e9e9e",
 }
-STATUS_CODES: dict[int, str] = {1: "first", 2: "provisional", 3: "confirmed", 4: "retracted"}
+STATUS_CODES: dict[int, str] = ALERT_STATUS_CODES
 STATUS_LABELS: dict[str, str] = {
     "first": "First detection",
     "provisional": "Provisional",

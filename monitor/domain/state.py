@@ -22,34 +22,31 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from datetime import date, timedelta
-from enum import IntEnum
+from datetime import date
 from typing import Any, Literal
 
 import numba
 import numpy as np
 
 from monitor.domain.grid import CityGrid
-from monitor.domain.sites import SiteRules, SiteSummary, table_from_json, table_to_json, update_sites
+from monitor.domain.sites import (
+    SiteRules,
+    SiteSummary,
+    table_from_json,
+    table_to_json,
+    update_sites,
+)
+
+# The day epoch, its conversions and the status codes are defined once, in the
+# vocabulary; importing them here keeps ``monitor.domain.state.Status`` (etc.) working.
+from monitor.domain.vocabulary import DAY_EPOCH as EPOCH  # noqa: F401
+from monitor.domain.vocabulary import Status, date_to_day, day_to_date
 from monitor.errors import ConfigError, ObservationError, StateError
 
-EPOCH = date(2014, 1, 1)
-MAX_DAY = 65535
 S2_N_BANDS = 6
 STATE_FORMAT_VERSION = 2  # 2: per-pixel site ids and the site table
 
 Modality = Literal["s1", "s2"]
-
-
-class Status(IntEnum):
-    """Lifecycle of a pixel's change alert (the ``status`` array holds these codes)."""
-
-    NONE = 0
-    FIRST = 1
-    PROVISIONAL = 2
-    CONFIRMED = 3
-    RETRACTED = 4   # an alert that never confirmed went back (evidence faded / window)
-    WITHDRAWN = 5   # a confirmed pixel withdrawn after a year of contrary evidence
 
 
 STATUS_NONE = int(Status.NONE)
@@ -75,24 +72,6 @@ _P_EPS = 1e-4
 EVIDENCE_SCALE = 2048.0  # evidence 0..31.99 in steps of 0.0005
 S2_SCALE = 50000.0  # reflectance 0..1.31 in steps of 2e-5
 S1_SCALE = 65535.0  # scaled dB 0..1 in steps of 1.5e-5 (5e-4 dB)
-
-
-def date_to_day(day: date) -> int:
-    """Days since 2014-01-01 as stored in the state (1..65535; 0 means "none")."""
-    n = (day - EPOCH).days
-    if not 1 <= n <= MAX_DAY:
-        raise ValueError(
-            f"date {day} cannot be stored: state days run from {EPOCH + timedelta(days=1)} "
-            f"to {EPOCH + timedelta(days=MAX_DAY)}"
-        )
-    return n
-
-
-def day_to_date(day: int) -> date:
-    """Inverse of :func:`date_to_day`; ``0`` (none) is refused, test for it first."""
-    if not 1 <= int(day) <= MAX_DAY:
-        raise ValueError(f"day {day} is not a stored date (0 means none)")
-    return EPOCH + timedelta(days=int(day))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from enum import IntEnum
+from typing import Literal, get_args
 
 DAY_EPOCH = date(2014, 1, 1)
 MAX_DAY = 65535
@@ -43,7 +44,8 @@ class Status(IntEnum):
     FIRST = 1
     PROVISIONAL = 2
     CONFIRMED = 3
-    RETRACTED = 4
+    RETRACTED = 4   # an alert that never confirmed went back (evidence faded / window)
+    WITHDRAWN = 5   # a confirmed pixel withdrawn after a year of contrary evidence
 
     @property
     def label(self) -> str:
@@ -51,20 +53,20 @@ class Status(IntEnum):
         return self.name.lower()
 
 
-# Code -> name of every status an alert (or a changed pixel) can have, in lifecycle order.
-STATUS_NAMES: dict[int, str] = {int(s): s.label for s in Status if s is not Status.NONE}
-ALERT_STATUSES: tuple[str, ...] = tuple(STATUS_NAMES.values())
+# The lifecycle of an alert (AlertEvent, alert rows, the API's ``status`` filter), in
+# order; each is also a pixel status code.
+AlertStatus = Literal["first", "provisional", "confirmed", "retracted"]
+ALERT_STATUSES: tuple[str, ...] = get_args(AlertStatus)
+ALERT_STATUS_CODES: dict[int, str] = {int(Status[s.upper()]): s for s in ALERT_STATUSES}
 # Statuses that show on the time-of-change maps (retracted and none do not).
 ACTIVE_STATUSES: tuple[Status, ...] = (Status.FIRST, Status.PROVISIONAL, Status.CONFIRMED)
 
 
 def status_code(name: str) -> int:
-    """``"confirmed"`` -> 3 (KeyError for a name that is not a status)."""
-    return int(Status[name.upper()]) if name in ALERT_STATUSES else _unknown_status(name)
-
-
-def _unknown_status(name: str) -> int:
-    raise KeyError(f"'{name}' is not a status; use one of {list(ALERT_STATUSES)}")
+    """``"confirmed"`` -> 3 (KeyError for a name that is not an alert status)."""
+    if name not in ALERT_STATUSES:
+        raise KeyError(f"'{name}' is not a status; use one of {list(ALERT_STATUSES)}")
+    return int(Status[name.upper()])
 
 
 def as_utc(value: datetime) -> datetime:

@@ -24,13 +24,14 @@ from monitor.domain.rendering import (
     warp_to_web_mercator,
     web_mercator_bounds,
 )
+from monitor.domain.vocabulary import ACTIVE_STATUSES
 from monitor.reporting.png import encode_png
 
 # A browser shows a city layer at most a few screens wide; more pixels only cost bytes.
 DEFAULT_MAX_SIZE = 2048
-# Statuses whose pixels appear on the time-of-change map (1 first, 2 provisional,
-# 3 confirmed); retracted (4) and none (0) do not.
-_ACTIVE_CODES = (1, 2, 3)
+# Statuses whose pixels appear on the time-of-change map (first, provisional, confirmed);
+# retracted and none do not.
+_ACTIVE_CODES = tuple(int(s) for s in ACTIVE_STATUSES)
 
 
 class ChangeStateView(Protocol):

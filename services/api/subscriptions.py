@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException
 
 from monitor.domain.records import Subscription
-from monitor.domain.vocabulary import iso_utc
+from monitor.domain.vocabulary import AlertStatus, iso_utc
 from monitor.errors import RequestError
 from services.api.context import ApiContext, base_url, context
 from services.api.params import Page, known_params_only, paging
@@ -29,7 +29,7 @@ class SubscriptionIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     url: str = Field(min_length=8, max_length=2000, description="http(s) URL to POST to")
     cities: list[str] = Field(default_factory=list, description="empty = every city")
-    statuses: list[Literal["first", "provisional", "confirmed", "retracted"]] = Field(
+    statuses: list[AlertStatus] = Field(
         default_factory=list, description="empty = every status")
     min_confidence: float = Field(default=0.0, ge=0, le=1)
     secret: str | None = Field(default=None, min_length=16, max_length=200,

@@ -15,6 +15,7 @@ from monitor.domain.city import City
 from monitor.domain.events import CHANGE_TYPE, CloudEvent, SceneData, parse_event, scene_event
 from monitor.domain.grid import CityGrid
 from monitor.domain.scenes import scene_from_item
+from monitor.domain.state import StateParams
 from monitor.errors import SceneReadError, StateError
 from monitor.pipeline.inference import InferenceWorker
 from monitor.ports import SceneRaster
@@ -36,6 +37,9 @@ T0 = datetime(2024, 3, 1, 10, tzinfo=UTC)
 CHANGED = np.zeros(GRID.shape, bool)
 CHANGED[:, :4] = True
 S2_ASSETS = {b: b for b in ("blue", "green", "red", "nir", "swir16", "swir22", "scl")}
+# Scenes come every 10 days: the first two fall in the 20-day baseline, and the S2
+# reference needs three scenes, so the model runs from the fourth scene on.
+PARAMS = StateParams(baseline_days=20, s2_reference_count=3)
 
 
 def s2_event(n: int, provider: str = "earth-search") -> CloudEvent:
@@ -97,7 +101,8 @@ class Fixture:
         self.worker = InferenceWorker(
             bus=self.bus, registry=self.registry, store=self.store, reader=self.reader,
             s2_model=self.s2, s1_model=self.s1, cities={"stockholm": CITY},
-            changes_topic=CHANGES, signers={"planetary-computer": self.signer})
+            changes_topic=CHANGES, signers={"planetary-computer": self.signer},
+            state_params=PARAMS)
 
     def register(self, event: CloudEvent) -> None:
         data = event.data
@@ -118,8 +123,8 @@ def test_scenes_build_the_reference_then_the_model_confirms_the_changed_half() -
     for event in events:
         f.register(event)
         assert f.worker.handle(event).status == "processed"
-    # The first three scenes only build the S2 reference (s2_reference_count = 3): the
-    # model runs from the fourth on, against the reference, on the scene's values.
+    # The first three scenes only build the S2 reference (baseline, then the reference
+    # count): the model runs from the fourth on, against the reference, on the scene.
     assert len(f.s2.calls) == 3
     reference, observation, valid = f.s2.calls[0]
     assert reference.shape == observation.shape == (6, *GRID.shape)
