@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,10 @@ from monitor.domain.vocabulary import UNIX_DAY_OFFSET, Status
 from monitor.errors import UrbanMonitorError
 from monitor.pipeline.consuming import EventLoop
 from monitor.settings import CitySettings, Settings
+
+if TYPE_CHECKING:
+    from monitor.domain.state import CityState
+    from monitor.synthetic.archive import Archive
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +128,7 @@ def _drain(loop: EventLoop, limit_s: float = 600.0) -> int:
     return done
 
 
-def builtup_estimate_m2(state: Any) -> float | None:
+def builtup_estimate_m2(state: CityState) -> float | None:
     """Built-up area at the reference date from the S2 reference (index rule, an estimate):
     NDVI < 0.25, NDBI > -0.05 (SWIR1 brighter than NIR) and not water (MNDWI < 0)."""
     ref = state.reference_for("s2")
@@ -175,7 +179,7 @@ def _exclusive(run_dir: Path) -> Iterator[None]:
         yield
 
 
-def _replay(settings: Settings, opts: DemoOptions, archive: Any, run_dir: Path,
+def _replay(settings: Settings, opts: DemoOptions, archive: Archive, run_dir: Path,
             result: DemoResult) -> None:
     """Serve the archive, replay it through the composed pipeline, score and report."""
     from tqdm import tqdm
@@ -252,7 +256,7 @@ def _replay(settings: Settings, opts: DemoOptions, archive: Any, run_dir: Path,
             runtime.close()
 
 
-def _score(state: Any, archive: Any) -> dict[str, Any]:
+def _score(state: CityState, archive: Archive) -> dict[str, Any]:
     from monitor.domain.scoring import ChangePrediction, score_change
 
     def epoch(days: np.ndarray) -> np.ndarray:
@@ -267,8 +271,8 @@ def _score(state: Any, archive: Any) -> dict[str, Any]:
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in score.__dict__.items()}
 
 
-def _write_report(settings: Settings, state: Any, alerts: list[StoredAlert], archive: Any,
-                  result: DemoResult, opts: DemoOptions) -> Path:
+def _write_report(settings: Settings, state: CityState, alerts: list[StoredAlert],
+                  archive: Archive, result: DemoResult, opts: DemoOptions) -> Path:
     from monitor.pipeline.city_stats import CityInfo, city_stats
     from monitor.reporting.features import alert_feature
     from monitor.reporting.maps import map_info, render_change_png, render_rgb_png

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from monitor.pipeline.consuming import EventLoop
 from monitor.pipeline.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class RunSummary:
         ]
 
 
-def _drain(loop: Any, limit_s: float, max_records: int = 20) -> int:
+def _drain(loop: EventLoop, limit_s: float, max_records: int = 20) -> int:
     done = 0
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
