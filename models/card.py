@@ -65,6 +65,16 @@ DATA_SHIFT = (
 )
 
 
+# The graph's inputs per architecture and its output, as the export names them and the
+# card describes them (the runtime feeds the inputs by these names).
+INPUT_NAMES = {
+    "s2": ["reference", "observation"],
+    "s1": ["reference", "observation"],
+    "dual": ["s2_reference", "s2_observation", "s1_reference", "s1_observation"],
+}
+OUTPUT_NAME = "p_change"
+
+
 def s2_input(bands: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """The S2 input spec for a band list (6-band S2_BANDS or the 10-band set)."""
     return S2_INPUT | {"bands": list(bands), "channels": len(bands)}
@@ -92,7 +102,6 @@ def build_card(
     ckpt: dict[str, Any], name: str, onnx_file: str, flops_per_pixel: float, align: int
 ) -> dict[str, Any]:
     """The card dict of an exported checkpoint (metrics filled in by evaluation)."""
-    from models.export import INPUT_NAMES, OUTPUT_NAME
 
     arch = ckpt["arch"]
     cfg = ckpt["config"]

@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from models.baselines import change_vector, index_difference, otsu_change, s1_log_ratio
-from models.folds import DEFAULT_FOLDS_DIR, FOLDS
+from models.folds import DEFAULT_FOLDS_DIR, FOLDS, THRESHOLD_METHOD
 from models.metrics import (
     THRESHOLD_GRID,
     Counts,
@@ -53,10 +53,6 @@ PUBLISHED = {
     "published: Siamese U-Net S2 (OSCD test)": 0.579,
     "published: DS-UNet S1+S2 (OSCD test)": 0.600,
 }
-THRESHOLD_METHOD = (
-    "threshold chosen by nested leave-cities-out: tuned on other folds' unseen-city "
-    "predictions; the figure reported for a city never influenced its own threshold"
-)
 _ARTIFACT = {
     "S2 Siamese U-Net": "change_s2",
     "S1 Siamese U-Net": "change_s1",

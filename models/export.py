@@ -9,19 +9,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.card import build_card, write_card
+from models.card import INPUT_NAMES, OUTPUT_NAME, build_card, write_card
 from models.networks import ALIGN, ExportHead
 from models.training import load_checkpoint
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
-INPUT_NAMES = {
-    "s2": ["reference", "observation"],
-    "s1": ["reference", "observation"],
-    "dual": ["s2_reference", "s2_observation", "s1_reference", "s1_observation"],
-}
-OUTPUT_NAME = "p_change"
 ARTIFACT_NAMES = {"s2": "change_s2", "s1": "change_s1", "dual": "change_dual"}
 
 

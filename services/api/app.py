@@ -25,10 +25,13 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from monitor.settings import Settings, load_settings
-from services.api import features, stats, stream, subscriptions
 from services.api.context import ApiContext, ApiStore, Catalogue, StateSource
 from services.api.dashboard import mount_dashboard
 from services.api.errors import BodyLimit, install_error_handlers
+from services.api.features import router as features_router
+from services.api.stats import router as stats_router
+from services.api.stream import router as stream_router
+from services.api.subscriptions import router as subscriptions_router
 
 
 def add_routes(app: FastAPI, router: APIRouter) -> None:
@@ -51,8 +54,8 @@ def create_app(settings: Settings, db: ApiStore, state_store: StateSource | None
                      states=state_store)
     app.state.context = ctx
     install_error_handlers(app)
-    for module in (features, stream, stats, subscriptions):
-        add_routes(app, module.router)
+    for router in (features_router, stream_router, stats_router, subscriptions_router):
+        add_routes(app, router)
 
     @app.get("/health", summary="Liveness and database check", tags=["operations"])
     def health() -> dict[str, Any]:
