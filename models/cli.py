@@ -138,7 +138,11 @@ def _cmd_lco(args: argparse.Namespace) -> int:
     if not heldout:
         print(f"no held-out maps under {method}/heldout: run with --predict first")
         return 1
-    result = lco_report(args.name or method.name, heldout)
+    fallback = None
+    if args.s2_fallback:
+        labels = city_labels(Path(args.data))
+        fallback = lco_report("s2", load_heldout(Path(args.s2_fallback), labels))
+    result = lco_report(args.name or method.name, heldout, fallback=fallback)
     print(render([result], list(OSCD_CITIES)))
     print(
         f"nested thresholds {result.thresholds}; shipping threshold {result.shipped_threshold}, "

@@ -147,8 +147,21 @@ def _subsample(items: list[HeldOut], n: int = 400_000, seed: int = 0) -> tuple:
     return p, y
 
 
-def lco_report(method: str, heldout: list[HeldOut], calibrate: bool = True) -> LcoResult:
-    """Nested-threshold (and nested-calibration) leave-cities-out figures of one method."""
+def lco_report(
+    method: str,
+    heldout: list[HeldOut],
+    calibrate: bool = True,
+    fallback: LcoResult | None = None,
+) -> LcoResult:
+    """Nested-threshold (and nested-calibration) leave-cities-out figures of one method.
+
+    Cities marked with a note (no S1: the S2 map stands in) take part in no fit; with
+    ``fallback`` (the S2 method's result) their counts are the S2 method's own nested
+    counts, as the live state would score them with the S2 model and its threshold.
+    """
+    stand_in = [h for h in heldout if h.note]
+    if fallback is not None:
+        heldout = [h for h in heldout if not h.note]
     folds = sorted({h.fold for h in heldout})
     thresholds: dict[int, float] = {}
     calibrations: dict[int, tuple[float, float]] = {}
@@ -176,6 +189,10 @@ def lco_report(method: str, heldout: list[HeldOut], calibrate: bool = True) -> L
             cal_p.append(p)
             cal_y.append(h.label)
             raw_p.append(h.prob)
+    if fallback is not None:
+        for h in stand_in:
+            per_city[h.city] = fallback.per_city[h.city]
+            pooled = pooled + fallback.per_city[h.city]
     ab_all = fit_platt(*_subsample(heldout)) if calibrate else (1.0, 0.0)
     every = sum_curves(
         [counts_at_thresholds(apply_platt(h.prob, ab_all), h.label, LCO_GRID) for h in heldout]
@@ -197,7 +214,7 @@ def lco_report(method: str, heldout: list[HeldOut], calibrate: bool = True) -> L
         ece=ece,
         brier_raw=brier_raw,
         ece_raw=ece_raw,
-        notes={h.city: h.note for h in heldout if h.note},
+        notes={h.city: h.note for h in heldout + stand_in if h.note},
     )
 
 
@@ -287,6 +304,8 @@ def predict_heldout(
         model = OnnxChangeModel.load(
             Path(method_dir) / f"fold{k}" / f"{artifact}.card.json", threads=threads
         )
+        if model.modality != "s2" and s1 is None:
+            raise ValueError(f"{artifact} is a {model.modality} model: pass the S1 folder (--s1)")
         for name in cities:
             if name in model.info.train_cities:
                 raise RuntimeError(f"fold {k}: {artifact} was trained on held-out city {name}")

@@ -74,6 +74,7 @@ def quantise_static(onnx_in: Path, onnx_out: Path, feeds: list[dict[str, np.ndar
             return next(self.items, None)
 
     onnx_out = Path(onnx_out)
+    onnx_out.parent.mkdir(parents=True, exist_ok=True)
     pre = onnx_out.with_suffix(".pre.onnx")
     quant_pre_process(str(onnx_in), str(pre), skip_symbolic_shape=True)
     quantize_static(
@@ -85,6 +86,7 @@ def quantise_static(onnx_in: Path, onnx_out: Path, feeds: list[dict[str, np.ndar
     if card_in.exists():
         card = json.loads(card_in.read_text())
         card["onnx"] = onnx_out.name
+        card["name"] = onnx_out.stem
         card["quantisation"] = (
             "onnxruntime static int8 (QDQ, per-channel int8 weights, uint8 activations "
             f"calibrated on {len(feeds)} training-city crops)"

@@ -28,11 +28,30 @@ def test_shipped_models_load_and_predict() -> None:
     p = s2.predict(ref, ref * 1.01, valid)
     assert p.shape == (37, 53) and p.dtype == np.float32
     assert np.isnan(p[0]).all() and np.all((p[1:] >= 0) & (p[1:] <= 1))
+    # 2.0.0: calibrated p(change), threshold and calibration from leave-cities-out
+    assert info.version.startswith("2.") and "calibration" in s2.card["graph"]
+    assert any("leave-cities-out pooled" in k for k in s2.card["metrics"])
     dual = OnnxChangeModel.load("change_dual")
     s1 = np.full((1, 37, 53), 0.5, np.float32)
     assert dual.predict_dual(ref, ref, s1, s1).shape == (37, 53)
     with pytest.raises(ModelError, match="dual-stream"):
         dual.predict(ref, ref)
+
+
+@pytest.mark.skipif(
+    not (SHIPPED / "change_s2_int8.card.json").exists(), reason=f"no int8 artifact in {SHIPPED}"
+)
+def test_int8_model_is_close_to_the_float_model() -> None:
+    float_model = OnnxChangeModel.load("change_s2")
+    int8 = OnnxChangeModel.load("change_s2_int8")
+    assert int8.info.name == "change_s2_int8" and "int8" in int8.card["quantisation"]
+    assert int8.info.threshold == float_model.info.threshold
+    rng = np.random.default_rng(1)
+    ref = rng.gamma(2.0, 0.05, size=(6, 64, 64)).astype(np.float32)
+    obs = ref.copy()
+    obs[:, 20:40, 20:40] *= 1.8  # a bright new block
+    a, b = float_model.predict(ref, obs), int8.predict(ref, obs)
+    assert np.abs(a - b).mean() < 0.02
 
 
 def test_missing_model_raises_model_error_with_hint(tmp_path) -> None:
