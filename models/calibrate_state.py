@@ -214,9 +214,7 @@ def score_state(
         k: (round(v, 4) if isinstance(v, float) else v) for k, v in score.to_dict().items()
     }
     out["status_counts"] = {
-        k: v
-        for k, v in state.summary().items()
-        if k in ("none", *ALERT_STATUSES)
+        k: v for k, v in state.summary().items() if k in ("none", *ALERT_STATUSES)
     }
     return out
 

@@ -14,6 +14,7 @@ from models.export import example_inputs, export_checkpoint  # noqa: E402
 from models.networks import ARCHITECTURES, build_network  # noqa: E402
 from monitor.adapters.onnx_model import OnnxChangeModel  # noqa: E402
 from monitor.domain.tiling import pad_to_multiple  # noqa: E402
+from monitor.errors import ModelError  # noqa: E402
 
 
 def _checkpoint(arch: str, tmp_path: Path) -> Path:
@@ -79,3 +80,58 @@ def test_tiled_onnx_prediction_equals_untiled(tmp_path: Path) -> None:
     assert tiled.shape == (300, 357)
     assert np.abs(tiled - untiled).max() <= 1e-5
     assert pad_to_multiple(ref, 8)[0].shape == (6, 304, 360)
+
+
+def test_ensemble_flips_and_calibration_are_inside_one_graph(tmp_path: Path) -> None:
+    from models.networks import ExportHead
+    from models.training import load_checkpoint
+
+    first = _checkpoint("s2", tmp_path / "a")
+    second = _checkpoint("s2", tmp_path / "b")
+    ckpt = torch.load(second, weights_only=False)  # another member: perturbed weights
+    ckpt["state_dict"] = {
+        k: v + 0.05 * torch.randn_like(v) if v.dtype.is_floating_point else v
+        for k, v in ckpt["state_dict"].items()
+    }
+    torch.save(ckpt, second)
+    onnx_path = export_checkpoint(
+        first, tmp_path / "out", tta=2, calibration=(0.6, -2.5), ensemble=[second]
+    )
+    nets = [load_checkpoint(p)[0] for p in (first, second)]
+    head = ExportHead(nets, tta=2, calibration=(0.6, -2.5)).eval()
+    inputs = example_inputs("s2", batch=1, size=48, seed=2)
+    with torch.no_grad():
+        expected = head(*[torch.from_numpy(a) for a in inputs]).numpy()
+        plain = torch.sigmoid(nets[0](*[torch.from_numpy(a) for a in inputs])).numpy()
+    model = OnnxChangeModel.load(onnx_path)
+    assert np.abs(model.run_batch(*inputs) - expected).max() <= 1e-4
+    assert np.abs(expected - plain).max() > 1e-3  # the ensemble and calibration do something
+    assert model.card["graph"] == {
+        "ensemble_members": 2,
+        "test_time_flips": 2,
+        "calibration": {"form": "p = sigmoid(a * mean_logit + b)", "a": 0.6, "b": -2.5},
+    }
+
+
+def test_ten_band_model_runs_through_the_runtime(tmp_path: Path) -> None:
+    from models.oscd import S2_BANDS_10
+
+    torch.manual_seed(0)
+    net = build_network("s2", 8, s2_channels=10)
+    path = tmp_path / "s2" / "model.pt"
+    path.parent.mkdir(parents=True)
+    torch.save(
+        {
+            "state_dict": net.state_dict(), "arch": "s2", "width": 8, "config": {"threads": 1},
+            "bands": list(S2_BANDS_10), "train_cities": ["paris"], "threshold": 0.5,
+            "train_f1_at_threshold": 0.0, "train_seconds": 0.0,
+        },
+        path,
+    )  # fmt: skip
+    model = OnnxChangeModel.load(export_checkpoint(path, tmp_path / "out", name="change_s2_10b"))
+    assert model.info.s2_bands == S2_BANDS_10 and model.card["inputs"][0]["channels"] == 10
+    rng = np.random.default_rng(0)
+    ref = rng.gamma(2.0, 0.05, size=(10, 40, 56)).astype(np.float32)
+    assert model.predict(ref, ref * 1.02).shape == (40, 56)
+    with pytest.raises(ModelError, match=r"expected \(10, H, W\)"):
+        model.predict(ref[:6], ref[:6])
