@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 if TYPE_CHECKING:  # annotations only: importing the ports stays cheap (no numba)
-    from monitor.domain.events import ChangeRegion, SceneData
+    from monitor.domain.events import ChangeSite, SceneData
     from monitor.domain.grid import CityGrid
     from monitor.domain.records import (
         AlertPage,
@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # annotations only: importing the ports stays cheap (no numba
         Subscription,
         Watermark,
     )
+    from monitor.domain.sites import SiteSummary
     from monitor.domain.state import CityState
 
 
@@ -207,6 +208,20 @@ class ChangeModel(Protocol):
         ...
 
 
+class DualChangeModel(Protocol):
+    """The dual-stream S1+S2 change model (``OnnxChangeModel`` of ``change_dual``)."""
+
+    @property
+    def info(self) -> ModelIdentity: ...
+
+    def predict_dual(self, s2_reference: np.ndarray, s2_observation: np.ndarray,
+                     s1_reference: np.ndarray, s1_observation: np.ndarray,
+                     valid: np.ndarray | None = None) -> np.ndarray:
+        """p(change) (H, W) of an S2 observation with its radar context (an orbit's
+        reference and current 3-month means of VV, scaled dB)."""
+        ...
+
+
 class StateRepository(Protocol):
     """Versioned, atomic storage of city states (``monitor.adapters.state_store``)."""
 
@@ -221,11 +236,11 @@ class StateRepository(Protocol):
         ...
 
 
-class RegionExtractor(Protocol):
-    """Turns a state into the change regions of its ChangeEvent (``adapters.vectorise``)."""
+class SiteReporter(Protocol):
+    """Turns the sites an update moved into the ChangeSites of its ChangeEvent, tracing
+    their footprints from the state (``adapters.vectorise.site_reports``)."""
 
-    def __call__(self, state: CityState, *, model_version: str, city_id: str = "",
-                 min_pixels: int = 1) -> list[ChangeRegion]: ...
+    def __call__(self, state: CityState, sites: Sequence[SiteSummary]) -> list[ChangeSite]: ...
 
 
 # -- alerting -------------------------------------------------------------------------
@@ -236,6 +251,10 @@ class AlertRepository(Protocol):
     in ONE transaction (the outbox pattern)."""
 
     def get_alert(self, alert_id: str) -> StoredAlert | None: ...
+
+    def alerts_by_id(self, alert_ids: Sequence[str]) -> dict[str, StoredAlert]:
+        """The alerts with these ids (missing ids absent): what a ChangeEvent's sites concern."""
+        ...
 
     def alerts(self, *, city_id: str | None = None, statuses: Sequence[str] | None = None,
                bbox: tuple[float, float, float, float] | None = None,

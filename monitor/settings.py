@@ -82,7 +82,7 @@ class BusSettings(_Strict):
     kind: Literal["embedded", "kafka"] = "embedded"
     bootstrap_servers: str = "127.0.0.1:19092"
     scenes_topic: str = "urban.scenes.v1"
-    changes_topic: str = "urban.changes.v1"
+    changes_topic: str = "urban.changes.v2"  # ChangeEvent v2 (per-site deltas); v1 retired
     alerts_topic: str = "urban.alerts.v1"
     dead_letter_topic: str = "urban.deadletter.v1"
     partitions: int = Field(default=6, ge=1)
@@ -128,6 +128,10 @@ class ModelSettings(_Strict):
 
     s2: str = "change_s2"
     s1: str = "change_s1"
+    dual: str | None = Field(
+        default="change_dual",
+        description="the dual-stream S1+S2 model that scores S2 scenes with radar context "
+                    "(null: the S2 model alone)")
     threads: int = Field(default=1, ge=1, description="onnxruntime intra-op threads per worker")
     tile: int = Field(
         default=1024, ge=64,
@@ -139,12 +143,11 @@ class LoggingSettings(_Strict):
 
 
 class AlertingSettings(_Strict):
-    """How change regions become alerts, and how alerts are pushed to webhooks."""
+    """How change sites become alerts, and how alerts are pushed to webhooks. (Which
+    pixels form a site is the state's business: ``state.params`` site_link_px etc.)"""
 
     min_mapping_unit_m2: float = Field(default=1000.0, ge=0,
                                        description="smallest new alert (0.1 ha by default)")
-    match_distance_m: float = Field(default=20.0, ge=0, description="regions this close to an "
-                                    "existing alert (or to each other) are the same site")
     confidence_step: float = Field(default=0.05, ge=0, le=1, description="a confidence change "
                                    "smaller than this is not a new revision")
     webhook_timeout_s: float = Field(default=10.0, gt=0)

@@ -20,7 +20,8 @@ from monitor.errors import EventError
 
 SPEC_VERSION: Literal["1.0"] = "1.0"
 SCENE_TYPE = "org.urbanmonitor.scene.discovered.v1"
-CHANGE_TYPE = "org.urbanmonitor.change.detected.v1"
+# v2 (delta: the sites a scene moved). v1 (every region of the city) is retired.
+CHANGE_TYPE = "org.urbanmonitor.change.detected.v2"
 ALERT_TYPE = "org.urbanmonitor.alert.updated.v1"
 DEAD_LETTER_TYPE = "org.urbanmonitor.deadletter.v1"
 SCHEMA_BASE = "https://urban-monitor.github.io/schemas/"
@@ -71,22 +72,39 @@ class SceneData(_Data):
     backscatter_unit: Literal["gamma0_linear", "sigma0_linear", "dn"] | None = None
 
 
-class ChangeRegion(_Data):
-    """A connected patch of pixels whose lifecycle status is not 'none'."""
+class ChangeSite(_Data):
+    """One change site of a city state, as it stands after the scene (``monitor.domain.sites``).
 
-    region_id: str
-    geometry: dict[str, Any] = Field(description="GeoJSON Polygon/MultiPolygon, EPSG:4326")
+    Only sites the scene moved materially are sent: a new site, a status change, new dates,
+    a footprint change beyond the alerting step, or a confidence move of at least the step.
+    """
+
+    site_id: str = Field(description="stable within the city (a per-city counter): "
+                                     "the alert id is derived from it")
     status: AlertStatus
-    n_pixels: int = Field(ge=1)
+    geometry: dict[str, Any] | None = Field(
+        default=None, description="GeoJSON (Multi)Polygon, EPSG:4326, of the footprint: the "
+                                  "confirmed pixels of a confirmed site, else its active "
+                                  "pixels; null when none is left (retracted/withdrawn)")
+    bbox: list[float] | None = Field(default=None, min_length=4, max_length=4,
+                                     description="lon/lat bounds of the footprint")
+    n_pixels: int = Field(ge=0)
     area_m2: float = Field(ge=0)
     first_detected: date
     confirmed: date | None = None
-    change_date: date | None = Field(default=None, description="estimated time of change")
+    closed: date | None = Field(default=None, description="retracted or withdrawn on")
+    change_date: date | None = Field(default=None,
+                                     description="estimated time of change: the median of "
+                                                 "its pixels' CUSUM change points")
     confidence: float = Field(ge=0, le=1)
 
 
 class ChangeData(_Data):
-    """The result of folding one scene into a city's change state."""
+    """What folding one scene into a city's change state changed (ChangeEvent v2).
+
+    A delta: ``sites`` holds only the sites whose status, footprint, dates or confidence
+    moved; a scene that changes nothing yields an event with no sites (a few hundred bytes).
+    """
 
     city_id: str
     scene_event_id: str
@@ -97,7 +115,10 @@ class ChangeData(_Data):
     state_version: int = Field(ge=0)
     valid_fraction: float = Field(ge=0, le=1)
     pixels: dict[str, int] = Field(description="pixel counts by status after the update")
-    regions: list[ChangeRegion] = Field(default_factory=list)
+    transitions: dict[str, int] = Field(
+        default_factory=dict, description="pixels whose status changed with this scene, by "
+                                          "'old->new' status")
+    sites: list[ChangeSite] = Field(default_factory=list)
 
 
 class AlertData(_Data):
@@ -116,6 +137,7 @@ class AlertData(_Data):
     confidence: float = Field(ge=0, le=1)
     model_version: str
     scene_ids: list[str]
+    site_id: str | None = Field(default=None, description="the state's site this alert is")
 
 
 class DeadLetterData(_Data):
@@ -137,7 +159,7 @@ DATA_MODELS: dict[str, type[_Data]] = {
 }
 SCHEMA_NAMES = {
     SCENE_TYPE: "scene-event.v1",
-    CHANGE_TYPE: "change-event.v1",
+    CHANGE_TYPE: "change-event.v2",
     ALERT_TYPE: "alert-event.v1",
     DEAD_LETTER_TYPE: "dead-letter-event.v1",
 }

@@ -97,6 +97,7 @@ class StoredAlert:
     confirmed: date | None = None
     retracted: date | None = None
     change_date: date | None = None
+    site_id: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
 

@@ -37,6 +37,7 @@ STATUS_COLOURS: dict[str, str] = {
     "provisional": "#f46d43",
     "confirmed": "#d7191c",
     "retracted": "#9e9e9e",
+    "withdrawn": "#6d4c41",
 }
 STATUS_CODES: dict[int, str] = ALERT_STATUS_CODES
 STATUS_LABELS: dict[str, str] = {
@@ -44,6 +45,7 @@ STATUS_LABELS: dict[str, str] = {
     "provisional": "Provisional",
     "confirmed": "Confirmed",
     "retracted": "Retracted",
+    "withdrawn": "Withdrawn",
 }
 
 # Time of change: viridis (perceptually uniform, colour-blind safe), older = purple,

@@ -292,6 +292,8 @@ class CityState:
         # site id -> last computed summary; the next free id; what the last update reported
         self.sites: dict[int, SiteSummary] = table_from_json(meta.get("sites", {}))
         self.next_site_id: int = int(meta.get("next_site_id", 1))
+        # the model that scored the last applied scene (its ChangeEvent names it)
+        self.last_model_version: str | None = meta.get("last_model_version")
         self.last_reported: list[SiteSummary] = [
             SiteSummary.from_json(int(k), v) for k, v in meta.get("last_reported", [])]
         self._check_arrays()
@@ -351,6 +353,7 @@ class CityState:
             "sites": table_to_json(self.sites),
             "next_site_id": self.next_site_id,
             "last_reported": [[s.site_id, s.to_json()] for s in self.last_reported],
+            "last_model_version": self.last_model_version,
         }
 
     @classmethod
@@ -503,6 +506,30 @@ class CityState:
                 return None
             return self._a["s1_reference"][slot][None].astype(np.float32) / np.float32(S1_SCALE), valid
         raise ObservationError("<reference>", f"unknown modality {modality!r}", "use 's1' or 's2'")
+
+    def s1_context(self, day: date | None = None, max_age_days: int = 45
+                   ) -> tuple[str, np.ndarray, np.ndarray, np.ndarray] | None:
+        """The radar context an S2 observation is fused with (the dual-stream model's S1
+        inputs): (orbit, reference mean (1, H, W), current ~3-month mean (1, H, W), valid),
+        of the orbit seen most recently (at most ``max_age_days`` before ``day``) among the
+        orbits whose reference is built; None when no orbit qualifies."""
+        best: tuple[int, int] | None = None  # (last day, slot)
+        for slot, orbit in enumerate(self.orbits):
+            last = self.last_day.get(f"s1:{orbit}", 0)
+            if day is not None and last < date_to_day(day) - max_age_days:
+                continue
+            ready = self._a["s1_count"][slot] >= self.params.s1_reference_count
+            if not ready.any():
+                continue
+            if best is None or last > best[0]:
+                best = (last, slot)
+        if best is None:
+            return None
+        slot = best[1]
+        ref = self._a["s1_reference"][slot][None].astype(np.float32) / np.float32(S1_SCALE)
+        cur = self._a["s1_current"][slot][None].astype(np.float32) / np.float32(S1_SCALE)
+        valid = self._a["s1_count"][slot] >= self.params.s1_reference_count
+        return self.orbits[slot], ref, cur, valid
 
     def s1_mean_for(self, orbit: str) -> tuple[np.ndarray, np.ndarray] | None:
         """The running ~3-month mean of VV for ``orbit`` as stored (before a new scene)."""

@@ -55,8 +55,12 @@ class Status(IntEnum):
 
 # The lifecycle of an alert (AlertEvent, alert rows, the API's ``status`` filter), in
 # order; each is also a pixel status code.
-AlertStatus = Literal["first", "provisional", "confirmed", "retracted"]
+AlertStatus = Literal["first", "provisional", "confirmed", "retracted", "withdrawn"]
 ALERT_STATUSES: tuple[str, ...] = get_args(AlertStatus)
+# What the default feeds carry (OGC items without a status filter, the dashboard, a new
+# subscription): alerts worth acting on. First detections, retractions and withdrawals are
+# there on request (status=...).
+DEFAULT_FEED_STATUSES: tuple[str, ...] = ("provisional", "confirmed")
 ALERT_STATUS_CODES: dict[int, str] = {int(Status[s.upper()]): s for s in ALERT_STATUSES}
 # Statuses that show on the time-of-change maps (retracted and none do not).
 ACTIVE_STATUSES: tuple[Status, ...] = (Status.FIRST, Status.PROVISIONAL, Status.CONFIRMED)

@@ -1,10 +1,13 @@
-"""The alerting step: ChangeEvent -> alert revisions -> database + outbox -> AlertEvents.
+"""The alerting step: ChangeEvent v2 -> alert revisions -> database + outbox -> AlertEvents.
 
-For each ChangeEvent (topic ``urban.changes.v1``, group ``alerting``):
-1. load the city's alerts, fold the event's regions into them (``monitor.domain.alerts``);
+For each ChangeEvent (topic ``urban.changes.v2``, group ``alerting``):
+1. load the alerts of the sites the event reports, by id (one indexed query: never the
+   city's whole set), and fold each site report into its alert (``monitor.domain.alerts``);
 2. save every changed alert with its outbox rows (webhooks + the alerts topic) in one
    transaction;
 3. publish the pending bus rows (AlertEvents to ``urban.alerts.v1``, key = city id).
+
+Its cost is what the scene changed (the sites it moved), not what the city accumulated.
 
 Redelivery is harmless: the ids of folded ChangeEvents are saved with the revisions they
 made (table ``folded_change``), so an event delivered again is not folded again, and an
@@ -20,7 +23,7 @@ from datetime import UTC, datetime
 
 from shapely.geometry import shape
 
-from monitor.domain.alerts import Alert, AlertRules, track_alerts
+from monitor.domain.alerts import Alert, AlertRules, alert_id_for, fold_site
 from monitor.domain.events import AlertData, ChangeData, CloudEvent, alert_event
 from monitor.domain.records import StoredAlert
 from monitor.pipeline.outbox import plan_deliveries, publish_pending
@@ -32,7 +35,6 @@ log = logging.getLogger(__name__)
 
 def rules_from(settings: AlertingSettings) -> AlertRules:
     return AlertRules(min_mapping_unit_m2=settings.min_mapping_unit_m2,
-                      match_distance_m=settings.match_distance_m,
                       confidence_step=settings.confidence_step)
 
 
@@ -43,7 +45,7 @@ def record_to_alert(record: StoredAlert) -> Alert:
         area_m2=record.area_m2, first_detected=record.first_detected,
         confirmed=record.confirmed, retracted=record.retracted,
         change_date=record.change_date, confidence=record.confidence,
-        model_version=record.model_version, scene_ids=record.scene_ids,
+        model_version=record.model_version, scene_ids=record.scene_ids, site_id=record.site_id,
     )
 
 
@@ -54,7 +56,7 @@ def alert_to_record(alert: Alert, previous: StoredAlert | None = None) -> Stored
         area_m2=round(alert.area_m2, 2), first_detected=alert.first_detected,
         confirmed=alert.confirmed, retracted=alert.retracted, change_date=alert.change_date,
         confidence=alert.confidence, model_version=alert.model_version,
-        scene_ids=alert.scene_ids,
+        scene_ids=alert.scene_ids, site_id=alert.site_id,
         created_at=previous.created_at if previous is not None else None,
     )
 
@@ -67,6 +69,7 @@ def record_to_data(record: StoredAlert) -> AlertData:
         confirmed=record.confirmed, retracted=record.retracted,
         change_date=record.change_date, confidence=record.confidence,
         model_version=record.model_version, scene_ids=list(record.scene_ids),
+        site_id=record.site_id,
     )
 
 
@@ -82,20 +85,24 @@ def apply_change_event(db: AlertingStore, change: ChangeData, *, rules: AlertRul
     """Fold one ChangeEvent into the city's alerts; save revisions and their outbox rows.
     Returns the AlertEvents of the new revisions (empty when nothing changed).
 
-    With ``event_id``, an event already folded is ignored: its regions are an older
-    snapshot of the state, and folding them again over newer alerts (a redelivery after a
-    crash, a duplicate) would make revisions that a single delivery does not."""
+    With ``event_id``, an event already folded is ignored: a redelivery after a crash, or a
+    duplicate, would otherwise fold the same site reports twice."""
     if event_id is not None and db.change_folded(event_id):
         log.info("change event %s of city %s was already folded: ignored", event_id,
                  change.city_id)
         return []
     folded = (event_id, change.city_id) if event_id is not None else None
-    records = {r.id: r for r in db.alerts(city_id=change.city_id, limit=None)}
-    result = track_alerts([record_to_alert(r) for r in records.values()], change.regions,
+    ids = {site.site_id: alert_id_for(change.city_id, site.site_id) for site in change.sites}
+    records = db.alerts_by_id(sorted(set(ids.values()))) if ids else {}
+    changed: list[tuple[Alert, StoredAlert | None]] = []
+    for site in change.sites:
+        previous = records.get(ids[site.site_id])
+        alert = fold_site(record_to_alert(previous) if previous is not None else None, site,
                           city_id=change.city_id, model_version=change.model_version,
-                          scene_ids=change.scene_ids, observed=change.acquired.date(),
-                          rules=rules)
-    if not result.changed:
+                          scene_ids=change.scene_ids, rules=rules)
+        if alert is not None:
+            changed.append((alert, previous))
+    if not changed:
         if folded is not None:
             db.save_alert_changes([], [], folded=folded)
         return []
@@ -103,14 +110,14 @@ def apply_change_event(db: AlertingStore, change: ChangeData, *, rules: AlertRul
     new_records: list[StoredAlert] = []
     events: list[CloudEvent] = []
     deliveries = []
-    for alert in result.changed:
-        record = alert_to_record(alert, records.get(alert.alert_id))
+    for alert, previous in changed:
+        record = alert_to_record(alert, previous)
         event = record_to_event(record)
         new_records.append(record)
         events.append(event)
         deliveries.extend(plan_deliveries(event, subscriptions, alerts_topic))
-        log.info("alert %s of city %s: revision %d, %s (%s)", alert.alert_id, alert.city_id,
-                 alert.revision, alert.status, result.reasons.get(alert.alert_id, ""))
+        log.debug("alert %s of city %s (site %s): revision %d, %s", alert.alert_id,
+                  alert.city_id, alert.site_id, alert.revision, alert.status)
     db.save_alert_changes(new_records, deliveries, folded=folded)
     return events
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,17 +34,19 @@ from monitor.domain.events import (
 )
 from monitor.domain.normalisation import s1_from_linear
 from monitor.domain.records import RegisteredScene
+from monitor.domain.sites import SiteSummary
 from monitor.domain.state import CityState, Observation, StateParams
 from monitor.domain.vocabulary import ALERT_STATUSES
 from monitor.errors import SceneReadError
 from monitor.ports import (
     Bus,
     ChangeModel,
+    DualChangeModel,
     Message,
-    RegionExtractor,
     SceneReader,
     SceneRegistry,
     SceneSigner,
+    SiteReporter,
     StateRepository,
 )
 
@@ -88,13 +90,15 @@ class InferenceWorker:
     s1_model: ChangeModel | None
     cities: dict[str, City]
     changes_topic: str
-    region_extractor: RegionExtractor | None = None
+    site_reporter: SiteReporter | None = None
+    # The dual-stream S1+S2 network (the seed's fusion): an S2 scene with radar context
+    # (an orbit's reference and current 3-month means) is scored by it, else by s2_model.
+    dual_model: DualChangeModel | None = None
     # provider name -> signer (e.g. Planetary Computer SAS tokens), applied right before
     # the assets are opened: events carry unsigned hrefs because tokens expire.
     signers: dict[str, SceneSigner] = field(default_factory=dict)
     state_params: StateParams = field(default_factory=StateParams)
     min_valid_fraction: float = 0.005
-    min_region_pixels: int = 10
     times: StageTimes = field(default_factory=StageTimes)
     _cache: dict[str, tuple[int, CityState]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -115,6 +119,36 @@ class InferenceWorker:
     def model_version(self, modality: str) -> str:
         model = self.s2_model if modality == "s2" else (self.s1_model or self.s2_model)
         return model.info.id
+
+    def _predict(self, state: CityState, observation: Observation
+                 ) -> tuple[np.ndarray | None, str]:
+        """p(change) of the observation against the state (None: references only) and the
+        id of the model that produced it. S2 with radar context -> the dual-stream model
+        (S2 alone where the orbit has no reference yet); S2 otherwise -> the S2 model; S1
+        -> the S1 model, unless radar carries no weight."""
+        inputs = state.model_inputs(observation)
+        version = self.model_version(observation.modality)
+        if inputs is None:
+            return None, version
+        reference, current, valid = inputs
+        if observation.modality == "s1":
+            if self.s1_model is None or state.params.s1_weight == 0:
+                return None, version  # radar carries no weight (calibration): references only
+            p = self.s1_model.predict(reference, current, valid)
+            return np.where(valid, p, np.nan).astype(np.float32), version
+        context = (state.s1_context(observation.acquired) if self.dual_model is not None
+                   else None)
+        if context is not None and self.dual_model is not None:
+            _, s1_ref, s1_cur, s1_valid = context
+            fused_valid = valid & s1_valid
+            if fused_valid.mean() >= 0.5 * max(valid.mean(), 1e-9):
+                p = self.dual_model.predict_dual(reference, current, s1_ref, s1_cur, fused_valid)
+                alone = valid & ~fused_valid
+                if alone.any():  # no radar reference there yet: the S2 model
+                    p = np.where(alone, self.s2_model.predict(reference, current, valid), p)
+                return np.where(valid, p, np.nan).astype(np.float32), self.dual_model.info.id
+        p = self.s2_model.predict(reference, current, valid)
+        return np.where(valid, p, np.nan).astype(np.float32), version
 
     # -- the handler -------------------------------------------------------------------
     def handle(self, event: CloudEvent, message: Message | None = None) -> InferenceOutcome:
@@ -152,7 +186,13 @@ class InferenceWorker:
         if state.has_applied(event.id):
             log.info("scene %s already applied to %s: re-publishing its change event only",
                      scene.item_id, city.id)
-            change = self._change_event(event, scene, city, state, valid_fraction=None)
+            # the last scene's site reports are kept with the state, so its event is sent
+            # again exactly; an older scene's event went out before the next one was read
+            last = state.last_scene_id == event.id
+            change = self._change_event(event, scene, city, state, valid_fraction=None,
+                                        sites=state.last_reported if last else [],
+                                        model_version=state.last_model_version if last
+                                        else self.model_version(scene.modality))
             self.bus.publish(self.changes_topic, city.id, change.to_json())
             self.registry.mark_scene(event.id, "processed", "duplicate delivery; already applied")
             return InferenceOutcome(event.id, "duplicate", change=change)
@@ -177,22 +217,14 @@ class InferenceWorker:
             reason = ("scene does not cover the city" if not np.isfinite(raster.values).any()
                       else f"only {valid_fraction:.1%} of the city is clear")
             self.registry.mark_scene(event.id, "skipped", reason)
+            log.info("scene %s (%s, %s) of %s: skipped, %s", scene.item_id, scene.modality,
+                     f"{scene.acquired:%Y-%m-%d}", city.id, reason)
             return InferenceOutcome(event.id, "skipped", reason)
 
         observation = Observation(scene_id=event.id, modality=scene.modality, orbit=orbit,
                                   acquired=scene.acquired.date(), values=values, valid=valid,
                                   p_change=None)
-        model_inputs = state.model_inputs(observation)
-        p_change = None
-        if model_inputs is not None:
-            reference, current, model_valid = model_inputs
-            model: ChangeModel | None = (self.s2_model if scene.modality == "s2"
-                                         else self.s1_model)
-            if scene.modality == "s1" and state.params.s1_weight == 0:
-                model = None  # radar carries no weight (calibration): references only
-            if model is not None:
-                predicted = model.predict(reference, current, model_valid)
-                p_change = np.where(model_valid, predicted, np.nan).astype(np.float32)
+        p_change, model_version = self._predict(state, observation)
         t3 = time.perf_counter()
         observation = Observation(scene_id=event.id, modality=scene.modality, orbit=orbit,
                                   acquired=scene.acquired.date(), values=values, valid=valid,
@@ -201,6 +233,7 @@ class InferenceWorker:
         # scene (a retry would then take it for a duplicate and never persist it).
         state = state.copy()
         result = state.apply(observation)
+        state.last_model_version = model_version
         t4 = time.perf_counter()
         if result.outcome in ("late", "skipped"):
             if previous is not None and previous.status == "processed":
@@ -210,14 +243,25 @@ class InferenceWorker:
                                          "duplicate delivery; applied earlier")
                 return InferenceOutcome(event.id, "duplicate", result.reason)
             self.registry.mark_scene(event.id, "skipped", result.reason)
+            log.info("scene %s (%s, %s) of %s: skipped, %s", scene.item_id, scene.modality,
+                     f"{scene.acquired:%Y-%m-%d}", city.id, result.reason)
             return InferenceOutcome(event.id, "skipped", result.reason)
         version = self.store.save(city.id, state)
         self._cache[city.id] = (version, state)
         t5 = time.perf_counter()
-        change = self._change_event(event, scene, city, state, valid_fraction)
+        change = self._change_event(event, scene, city, state, valid_fraction,
+                                    sites=result.sites, transitions=result.transitions,
+                                    model_version=model_version)
         self.bus.publish(self.changes_topic, city.id, change.to_json())
         t6 = time.perf_counter()
         self.registry.mark_scene(event.id, "processed")
+        data = change.data
+        assert isinstance(data, ChangeData)
+        log.info("scene %s (%s, %s) of %s: processed, %.0f%% clear, model %s, %d site(s) "
+                 "moved%s", scene.item_id, scene.modality, f"{scene.acquired:%Y-%m-%d}",
+                 city.id, 100 * valid_fraction, model_version if p_change is not None else
+                 "none (baseline/references)", len(data.sites),
+                 "".join(f", {n} {k}" for k, n in sorted(result.transitions.items())))
         self.times.infer += t3 - t2
         self.times.update += t4 - t3
         self.times.persist += t5 - t4
@@ -226,19 +270,19 @@ class InferenceWorker:
         return InferenceOutcome(event.id, "processed", change=change)
 
     def _change_event(self, event: CloudEvent, scene: SceneData, city: City, state: CityState,
-                      valid_fraction: float | None) -> CloudEvent:
+                      valid_fraction: float | None, *, sites: Sequence[SiteSummary],
+                      model_version: str | None = None,
+                      transitions: dict[str, int] | None = None) -> CloudEvent:
+        """ChangeEvent v2: only the sites this scene moved (traced in their windows)."""
         summary = state.summary()
-        regions = []
-        if self.region_extractor is not None:
-            regions = self.region_extractor(state, model_version=self.model_version(scene.modality),
-                                            city_id=city.id, min_pixels=self.min_region_pixels)
+        reports = self.site_reporter(state, sites) if self.site_reporter and sites else []
         data = ChangeData(
             city_id=city.id, scene_event_id=event.id, scene_ids=[scene.item_id],
             modality=scene.modality, acquired=scene.acquired,
-            model_version=self.model_version(scene.modality),
+            model_version=model_version or self.model_version(scene.modality),
             state_version=int(state.version), valid_fraction=valid_fraction or 0.0,
             pixels={name: int(summary.get(name, 0)) for name in ALERT_STATUSES},
-            regions=regions)
+            transitions=dict(transitions or {}), sites=reports)
         return change_event(data)
 
 

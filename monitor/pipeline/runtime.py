@@ -39,6 +39,7 @@ from monitor.pipeline.consuming import ConsumeStats, EventLoop
 from monitor.ports import (
     Bus,
     ChangeModel,
+    DualChangeModel,
     SceneCatalog,
     SceneReader,
     SceneRegistry,
@@ -174,13 +175,24 @@ def load_models(settings: Settings) -> tuple[ChangeModel, ChangeModel]:
             OnnxChangeModel.load(m.s1, threads=m.threads, tile=m.tile))
 
 
+def load_dual_model(settings: Settings) -> DualChangeModel | None:
+    """The dual-stream S1+S2 model the settings name (``models.dual``; none: S2 alone)."""
+    from monitor.adapters.onnx_model import OnnxChangeModel
+
+    m = settings.models
+    if not m.dual:
+        return None
+    return OnnxChangeModel.load(m.dual, threads=m.threads, tile=m.tile)
+
+
 def build_worker(runtime: Runtime, *, store: StateRepository | None = None,
                  reader: SceneReader | None = None, s2_model: ChangeModel | None = None,
-                 s1_model: ChangeModel | None = None) -> InferenceWorker:
+                 s1_model: ChangeModel | None = None,
+                 dual_model: DualChangeModel | None = None) -> InferenceWorker:
     """The inference worker of this process: the settings' state store, rasterio reader,
     ONNX models and asset signers, unless overridden."""
     from monitor.adapters.signing import signer_for
-    from monitor.adapters.vectorise import extract_regions_from_state
+    from monitor.adapters.vectorise import site_reports
     from monitor.domain.state import StateParams
     from monitor.pipeline.inference import InferenceWorker
 
@@ -201,7 +213,8 @@ def build_worker(runtime: Runtime, *, store: StateRepository | None = None,
         s2_model=s2_model, s1_model=s1_model, cities=runtime.cities,
         signers={name: signer for name, p in settings.providers.items()
                  if (signer := signer_for(p.signing)) is not None},
-        changes_topic=settings.bus.changes_topic, region_extractor=extract_regions_from_state,
+        changes_topic=settings.bus.changes_topic, site_reporter=site_reports,
+        dual_model=dual_model if dual_model is not None else load_dual_model(settings),
         state_params=StateParams.from_dict(settings.state.params))
 
 

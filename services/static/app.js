@@ -16,11 +16,12 @@
     provisional: "#f46d43",
     confirmed: "#d7191c",
     retracted: "#9e9e9e",
+    withdrawn: "#6d4c41",
   };
   const STATUS_LABELS = {
-    first: "First detection", provisional: "Provisional", confirmed: "Confirmed", retracted: "Retracted",
+    first: "First detection", provisional: "Provisional", confirmed: "Confirmed", retracted: "Retracted", withdrawn: "Withdrawn",
   };
-  const STATUSES = ["first", "provisional", "confirmed", "retracted"];
+  const STATUSES = ["first", "provisional", "confirmed", "retracted", "withdrawn"];
   // Time of change: viridis, older = purple, newer = yellow (as CHANGE_RAMP in Python).
   const CHANGE_RAMP = [[0.0, "#440154"], [0.25, "#3b528b"], [0.5, "#21918c"], [0.75, "#5ec962"], [1.0, "#fde725"]];
   const DAY_MS = 86400000;
@@ -444,7 +445,7 @@
       this.alertLayer.clearLayers();
       const latest = this.isSliderAtEnd();
       const day = this.dayRange ? Number($("time-slider").value) : Infinity;
-      const counts = { first: 0, provisional: 0, confirmed: 0, retracted: 0 };
+      const counts = { first: 0, provisional: 0, confirmed: 0, retracted: 0, withdrawn: 0 };
       let shown = 0;
       const ordered = [...this.alerts.values()].sort((a, b) => STATUSES.indexOf(b.properties.status) - STATUSES.indexOf(a.properties.status));
       for (const f of ordered) {

@@ -222,6 +222,25 @@ class FakeModel:
         return self.p_for(reference, observation).astype(np.float32)
 
 
+@dataclass
+class FakeDualModel:
+    """A dual-stream model whose p(change) is ``p_for(s2_reference, s2_observation)``."""
+
+    model_id: str
+    p_for: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    calls: list[tuple[np.ndarray, ...]] = field(default_factory=list)
+
+    @property
+    def info(self) -> FakeModelInfo:
+        return FakeModelInfo(self.model_id)
+
+    def predict_dual(self, s2_reference: np.ndarray, s2_observation: np.ndarray,
+                     s1_reference: np.ndarray, s1_observation: np.ndarray,
+                     valid: np.ndarray | None = None) -> np.ndarray:
+        self.calls.append((s2_reference, s2_observation, s1_reference, s1_observation))
+        return self.p_for(s2_reference, s2_observation).astype(np.float32)
+
+
 class TokenSigner:
     """Appends ``?token`` to every asset href (as a SAS signer would)."""
 

@@ -1,167 +1,117 @@
-"""Alert tracking: regions -> one alert per site, lifecycle, merging, idempotence."""
+"""Alerts from site reports: ids, revisions only on material change, a final confirmation."""
 
 from __future__ import annotations
 
 from datetime import date
 
 import pytest
-import shapely
-from pyproj import Transformer
 from shapely.geometry import box, mapping
 
-from monitor.domain.alerts import Alert, AlertRules, track_alerts
-from monitor.domain.events import ChangeRegion
+from monitor.domain.alerts import Alert, AlertRules, alert_id_for, fold_site
+from monitor.domain.events import ChangeSite
 from monitor.errors import AlertError
 
-TO_LONLAT = Transformer.from_crs(32633, 4326, always_xy=True).transform
-X0, Y0 = 500_000.0, 6_600_000.0
-RULES = AlertRules(min_mapping_unit_m2=1000, match_distance_m=20, confidence_step=0.05)
+RULES = AlertRules(min_mapping_unit_m2=1000, confidence_step=0.05)
+CITY = "lagos"
+# ~ 4 ha at the equator-ish latitude of Lagos (0.002 deg ~ 220 m)
+SQUARE = box(3.30, 6.50, 3.302, 6.502)
 
 
-def region(rid: str, x: float, y: float, w: float, h: float, *, status: str = "first",
-           first: date = date(2024, 3, 1), confirmed: date | None = None,
-           change: date | None = date(2024, 2, 1), confidence: float = 0.6) -> ChangeRegion:
-    """A w x h metre rectangle whose lower-left corner is (x, y) metres from the origin."""
-    utm = box(X0 + x, Y0 + y, X0 + x + w, Y0 + y + h)
-    geom = shapely.transform(utm, TO_LONLAT, interleaved=False)
-    n = int(round(w * h / 100))
-    return ChangeRegion(region_id=rid, geometry=dict(mapping(geom)), status=status,
-                        n_pixels=n, area_m2=w * h, first_detected=first, confirmed=confirmed,
-                        change_date=change, confidence=confidence)
+def site(site_id: str = "1", status: str = "first", *, geom=SQUARE, pixels: int = 400,
+         first: date = date(2024, 3, 1), confirmed: date | None = None,
+         change: date | None = date(2024, 2, 20), confidence: float = 0.3,
+         closed: date | None = None) -> ChangeSite:
+    return ChangeSite(site_id=site_id, status=status,  # type: ignore[arg-type]
+                      geometry=dict(mapping(geom)) if geom is not None else None,
+                      bbox=list(geom.bounds) if geom is not None else None, n_pixels=pixels,
+                      area_m2=pixels * 100.0, first_detected=first, confirmed=confirmed,
+                      closed=closed, change_date=change, confidence=confidence)
 
 
-def apply(existing: list[Alert], regions: list[ChangeRegion], scene: str = "s1",
-          observed: date = date(2024, 3, 1)) -> tuple[list[Alert], list[Alert]]:
-    result = track_alerts(existing, regions, city_id="c", model_version="m1",
-                          scene_ids=[scene], observed=observed, rules=RULES)
-    by_id = {a.alert_id: a for a in existing}
-    by_id.update({a.alert_id: a for a in result.changed})
-    return result.changed, sorted(by_id.values(), key=lambda a: a.alert_id)
+def fold(existing: Alert | None, report: ChangeSite, scene: str = "S2_1") -> Alert | None:
+    return fold_site(existing, report, city_id=CITY, model_version="m@1", scene_ids=[scene],
+                     rules=RULES)
 
 
-def test_new_alert_above_the_minimum_mapping_unit_only() -> None:
-    changed, alerts = apply([], [region("big", 0, 0, 40, 30), region("tiny", 500, 500, 20, 20)])
-    assert len(changed) == 1 and len(alerts) == 1
-    (a,) = alerts
-    assert (a.status, a.revision, a.first_detected, a.change_date) == ("first", 1,
-                                                                        date(2024, 3, 1),
-                                                                        date(2024, 2, 1))
-    assert a.area_m2 == pytest.approx(1200, rel=1e-6)
-    assert a.scene_ids == ("s1",) and a.model_version == "m1"
-    # Deterministic id: a fresh run on the same input gives the same id.
-    again, _ = apply([], [region("big", 0, 0, 40, 30)])
-    assert again[0].alert_id == a.alert_id
+def test_a_new_site_becomes_an_alert_whose_id_is_the_sites() -> None:
+    alert = fold(None, site("7"))
+    assert alert is not None
+    assert alert.alert_id == alert_id_for(CITY, "7") != alert_id_for(CITY, "8")
+    assert alert_id_for(CITY, "7") != alert_id_for("other-city", "7")
+    assert (alert.status, alert.revision, alert.site_id) == ("first", 1, "7")
+    assert alert.first_detected == date(2024, 3, 1) and alert.change_date == date(2024, 2, 20)
+    assert alert.scene_ids == ("S2_1",)
 
 
-def test_same_event_twice_makes_no_new_revision() -> None:
-    regions = [region("r", 0, 0, 40, 30, confidence=0.61)]
-    _, alerts = apply([], regions)
-    changed, alerts2 = apply(alerts, regions)
-    assert changed == [] and alerts2 == alerts
-    # A new scene with a nearly equal confidence changes nothing either.
-    changed, _ = apply(alerts, [region("r", 0, 0, 40, 30, confidence=0.63)], scene="s2")
-    assert changed == []
+def test_sites_below_the_mapping_unit_or_already_closed_are_not_announced() -> None:
+    assert fold(None, site(pixels=5)) is None
+    assert fold(None, site(status="retracted", geom=None, pixels=0)) is None
 
 
-def test_growing_site_updates_its_one_alert_through_the_lifecycle() -> None:
-    _, alerts = apply([], [region("r", 0, 0, 40, 30)])
-    (first,) = alerts
-    # Grows and becomes provisional (the region id changed: the anchor moved).
-    changed, alerts = apply(alerts, [region("r2", -10, 0, 60, 40, status="provisional",
-                                            first=date(2024, 3, 5), confidence=0.8)], "s2")
-    assert [a.alert_id for a in changed] == [first.alert_id]
-    grown = changed[0]
-    assert (grown.status, grown.revision) == ("provisional", 2)
-    assert grown.area_m2 == pytest.approx(2400, rel=1e-6)
-    assert grown.first_detected == date(2024, 3, 1)             # earliest kept
-    assert grown.confidence == pytest.approx(0.8) and grown.scene_ids == ("s1", "s2")
-    # Confirmed.
-    changed, alerts = apply(alerts, [region("r2", -10, 0, 60, 40, status="confirmed",
-                                            confirmed=date(2024, 4, 1), confidence=0.95)], "s3")
-    assert (changed[0].status, changed[0].confirmed, changed[0].revision) == (
-        "confirmed", date(2024, 4, 1), 3)
-    # Confirmed is sticky: a later 'first' patch of the same site does not downgrade it.
-    changed, alerts = apply(alerts, [region("r2", -10, 0, 60, 40, status="first",
-                                            confidence=0.95)], "s4")
-    assert changed == [] and alerts[0].status == "confirmed"
-    # Every pixel retracted: the alert is retracted on the observation date; then reopens.
-    changed, alerts = apply(alerts, [region("r2", -10, 0, 60, 40, status="retracted",
-                                            confidence=0.95)], "s5", date(2024, 5, 1))
-    assert (changed[0].status, changed[0].retracted) == ("retracted", date(2024, 5, 1))
-    changed, alerts = apply(alerts, [region("r3", -10, 0, 60, 40, status="provisional",
-                                            confidence=0.95)], "s6")
-    assert (changed[0].alert_id, changed[0].status, changed[0].retracted) == (
-        first.alert_id, "provisional", None)
-    assert len(alerts) == 1
+def test_the_same_report_twice_makes_no_revision() -> None:
+    alert = fold(None, site())
+    assert fold(alert, site(), scene="S2_2") is None
 
 
-def test_nearby_regions_join_and_bridging_region_merges_alerts() -> None:
-    _, alerts = apply([], [region("a", 0, 0, 40, 30, first=date(2024, 1, 1)),
-                           region("b", 200, 0, 40, 30, first=date(2024, 2, 1))])
-    assert len(alerts) == 2
-    older = next(a for a in alerts if a.first_detected == date(2024, 1, 1))
-    newer = next(a for a in alerts if a.first_detected == date(2024, 2, 1))
-    # A region 15 m east of 'a' (within 20 m): same site, no new alert.
-    changed, alerts = apply(alerts, [region("near", 55, 0, 20, 20)], "s2")
-    assert [a.alert_id for a in changed] == [older.alert_id] and len(alerts) == 2
-    # A region spanning both sites: 'b' is merged into the older 'a'.
-    changed, alerts = apply(alerts, [region("bridge", 30, 0, 180, 20, status="provisional")],
-                            "s3")
-    by_id = {a.alert_id: a for a in changed}
-    assert by_id[newer.alert_id].status == "retracted"
-    assert by_id[newer.alert_id].merged_into == older.alert_id
-    target = by_id[older.alert_id]
-    assert target.status == "provisional"
-    # the footprint is what this ChangeEvent shows now: the bridge patch
-    assert target.area_m2 == pytest.approx(3600, rel=1e-4)
-    # Replaying the bridge changes nothing.
-    changed, _ = apply(alerts, [region("bridge", 30, 0, 180, 20, status="provisional")], "s3")
-    assert changed == []
+def test_the_lifecycle_moves_forward_one_revision_per_material_change() -> None:
+    alert = fold(None, site())
+    alert = fold(alert, site(status="provisional", confidence=0.6))
+    assert alert is not None and (alert.status, alert.revision, alert.confidence) == (
+        "provisional", 2, 0.6)
+    alert = fold(alert, site(status="confirmed", confirmed=date(2024, 3, 20), confidence=0.8,
+                             geom=box(3.30, 6.50, 3.3025, 6.502)), scene="S2_3")
+    assert alert is not None
+    assert (alert.status, alert.revision, alert.confirmed) == ("confirmed", 3, date(2024, 3, 20))
+    assert alert.scene_ids == ("S2_1", "S2_3")
+    assert alert.area_m2 == 40000.0
 
 
-def test_bad_region_geometry_is_an_alert_error() -> None:
-    bad = region("x", 0, 0, 40, 30).model_copy(update={"geometry": {"type": "Point",
-                                                                      "coordinates": [15, 59]}})
-    with pytest.raises(AlertError, match="region x"):
-        apply([], [bad])
+def test_confirmed_is_final_and_withdrawn_is_its_own_status() -> None:
+    alert = fold(None, site(status="confirmed", confirmed=date(2024, 3, 20)))
+    assert alert is not None
+    # a later report that would take it back (a stale or wrong producer) is refused
+    assert fold(alert, site(status="provisional")) is None
+    again = fold(alert, site(status="retracted", geom=None, pixels=0, closed=date(2024, 6, 1)))
+    assert again is None
+    withdrawn = fold(alert, site(status="withdrawn", geom=None, pixels=0,
+                                 closed=date(2025, 4, 1)))
+    assert withdrawn is not None
+    assert (withdrawn.status, withdrawn.retracted, withdrawn.confirmed) == (
+        "withdrawn", date(2025, 4, 1), date(2024, 3, 20))
+    assert withdrawn.geometry.equals(alert.geometry)  # where it was stays known
+    later = fold(withdrawn, site(status="confirmed", confirmed=date(2025, 5, 1)))
+    assert later is None or later.status == "withdrawn"  # terminal
 
 
-def test_confirmed_site_ignores_its_flickering_fringe() -> None:
-    confirmed = region("c", 0, 0, 40, 30, status="confirmed", confirmed=date(2024, 4, 1),
-                       confidence=0.9)
-    _, alerts = apply([], [confirmed])
-    (site,) = alerts
-    assert site.status == "confirmed"
-    # the next scene sees the same confirmed core plus a 'first' fringe next to it
-    fringe = region("f", 40, 0, 10, 30, status="first", confidence=0.9)
-    changed, after = apply(alerts, [confirmed, fringe], scene="s2")
-    assert changed == []
-    assert after[0].area_m2 == pytest.approx(site.area_m2)
-    # the core growing with confirmed pixels still updates the one alert
-    grown = region("c", 0, 0, 50, 30, status="confirmed", confirmed=date(2024, 4, 1),
-                   confidence=0.9)
-    changed, after = apply(alerts, [grown], scene="s3")
-    assert len(changed) == 1 and changed[0].revision == 2
-    assert changed[0].area_m2 == pytest.approx(1500, rel=1e-6)
+def test_a_retracted_site_that_comes_back_reopens_its_alert() -> None:
+    alert = fold(None, site())
+    gone = fold(alert, site(status="retracted", geom=None, pixels=0, closed=date(2024, 5, 1)))
+    assert gone is not None and (gone.status, gone.retracted) == ("retracted", date(2024, 5, 1))
+    back = fold(gone, site(first=date(2024, 9, 1), change=date(2024, 8, 25)))
+    assert back is not None
+    assert (back.alert_id, back.status, back.retracted, back.revision) == (
+        alert.alert_id, "first", None, 3)
 
 
-def test_retracted_speckle_between_two_sites_does_not_merge_them() -> None:
-    a = region("a", 0, 0, 40, 30, status="provisional")
-    b = region("b", 100, 0, 40, 30, status="provisional")
-    _, alerts = apply([], [a, b])
-    assert len(alerts) == 2
-    speckle = region("s", 35, 0, 70, 10, status="retracted", confidence=0.05)
-    changed, after = apply(alerts, [a, b, speckle], scene="s2")
-    assert len(after) == 2 and all(x.status == "provisional" for x in after)
-    assert all(x.revision == 1 for x in after) and changed == []
+def test_small_confidence_moves_make_no_revision() -> None:
+    alert = fold(None, site(confidence=0.30))
+    assert fold(alert, site(confidence=0.33)) is None
+    moved = fold(alert, site(confidence=0.36))
+    assert moved is not None and moved.confidence == 0.36
 
 
-def test_geometry_operations_survive_invalid_inputs() -> None:
-    from shapely.geometry import Polygon
+def test_ids_cannot_collide_under_a_forced_anchor_collision() -> None:
+    # Two different sites on exactly the same pixels and first-detection day (the old
+    # anchor-hash scheme gave them one id): they are two alerts, and folding the second
+    # never touches the first.
+    first = fold(None, site("1", status="confirmed", confirmed=date(2024, 3, 10)))
+    second = fold(None, site("2"))
+    assert first is not None and second is not None
+    assert first.alert_id != second.alert_id
+    assert (first.revision, second.revision) == (1, 1)
 
-    from monitor.domain.alerts import robust, unary_union
 
-    bowtie = Polygon([(0, 0), (10, 10), (10, 0), (0, 10), (0, 0)])  # self-intersecting
-    other = box(5, 5, 15, 15)
-    assert robust(shapely.symmetric_difference, bowtie, other).area > 0
-    assert unary_union([bowtie, other]).area > 0
+def test_invalid_geometry_is_a_clear_error() -> None:
+    bad = site().model_copy(update={"geometry": {"type": "Point", "coordinates": [3.3, 6.5]}})
+    with pytest.raises(AlertError, match="site 1"):
+        fold(None, bad)

@@ -14,8 +14,9 @@ from monitor.domain.events import (
     SCENE_TYPE,
     AlertData,
     Asset,
+    CHANGE_TYPE,
     ChangeData,
-    ChangeRegion,
+    ChangeSite,
     SceneData,
     alert_event,
     change_event,
@@ -40,11 +41,11 @@ def make_scene(item_id: str = "S2A_31UDQ_20240101_0_L2A", city: str = "paris") -
     )
 
 
-def make_region() -> ChangeRegion:
-    return ChangeRegion(
-        region_id="r1", geometry={"type": "Polygon", "coordinates": [[[2, 48], [2.001, 48], [2.001, 48.001], [2, 48]]]},
-        status="provisional", n_pixels=12, area_m2=1200.0, first_detected=date(2024, 1, 1),
-        change_date=date(2023, 12, 20), confidence=0.7)
+def make_site() -> ChangeSite:
+    return ChangeSite(
+        site_id="17", geometry={"type": "Polygon", "coordinates": [[[2, 48], [2.001, 48], [2.001, 48.001], [2, 48]]]},
+        bbox=[2, 48, 2.001, 48.001], status="provisional", n_pixels=12, area_m2=1200.0,
+        first_detected=date(2024, 1, 1), change_date=date(2023, 12, 20), confidence=0.7)
 
 
 def test_scene_event_round_trip_and_deterministic_id() -> None:
@@ -64,12 +65,15 @@ def test_change_and_alert_events_round_trip() -> None:
     change = change_event(ChangeData(
         city_id="paris", scene_event_id="abc", scene_ids=["S2A_x"], modality="s2",
         acquired=datetime(2024, 1, 1, tzinfo=UTC), model_version="s2-siamese-1.0.0",
-        state_version=3, valid_fraction=0.8, pixels={"first": 3}, regions=[make_region()]))
+        state_version=3, valid_fraction=0.8, pixels={"first": 3},
+        transitions={"none->first": 3}, sites=[make_site()]))
     assert parse_event(change.to_json()) == change
+    assert change.type == CHANGE_TYPE == "org.urbanmonitor.change.detected.v2"
     alert = alert_event(AlertData(
         alert_id="a1", city_id="paris", status="confirmed", revision=2,
-        geometry=make_region().geometry, area_m2=1200, first_detected=date(2024, 1, 1),
-        confirmed=date(2024, 2, 1), confidence=0.9, model_version="m", scene_ids=["x"]))
+        geometry=make_site().geometry or {}, area_m2=1200, first_detected=date(2024, 1, 1),
+        confirmed=date(2024, 2, 1), confidence=0.9, model_version="m", scene_ids=["x"],
+        site_id="17"))
     assert parse_event(alert.to_json(), ALERT_TYPE) == alert
     # a new revision is a new event, the same revision the same event
     assert alert_event(alert.data.model_copy(update={"revision": 3})).id != alert.id  # type: ignore[union-attr]
@@ -117,3 +121,14 @@ def test_missing_field_is_named() -> None:
 def test_wrong_type_for_the_consumer_is_rejected() -> None:
     with pytest.raises(EventError, match="this consumer expects"):
         parse_event(scene_event(make_scene()).to_json(), ALERT_TYPE)
+
+
+def test_a_change_event_that_moves_nothing_is_small() -> None:
+    # ChangeEvent v2 is a delta: a scene that changes no site carries no site
+    change = change_event(ChangeData(
+        city_id="paris", scene_event_id="e" * 32, scene_ids=["S2A_MSIL2A_20240101T105431_N0510_R051_T31UDQ"],
+        modality="s2", acquired=datetime(2024, 1, 1, tzinfo=UTC),
+        model_version="change_dual@2.0.0+abcdef12", state_version=812, valid_fraction=0.43,
+        pixels={"first": 1200, "provisional": 300, "confirmed": 40000, "retracted": 9000,
+                "withdrawn": 0}))
+    assert len(change.to_json()) < 4096

@@ -17,6 +17,7 @@ from monitor.domain.grid import CityGrid
 from monitor.domain.scenes import scene_from_item
 from monitor.domain.state import StateParams
 from monitor.errors import SceneReadError, StateError
+from monitor.adapters.vectorise import site_reports
 from monitor.pipeline.inference import InferenceWorker
 from monitor.ports import SceneRaster
 from tests.unit.fakes import (
@@ -28,7 +29,7 @@ from tests.unit.fakes import (
     TokenSigner,
 )
 
-CHANGES = "urban.changes.v1"
+CHANGES = "urban.changes.v2"
 GRID = CityGrid(epsg=32633, origin_x=674_000.0, origin_y=6_580_000.0, width=8, height=6)
 AOI = box(17.90, 59.28, 18.16, 59.38)
 CITY = City("stockholm", "Stockholm", AOI, GRID)
@@ -102,7 +103,7 @@ class Fixture:
             bus=self.bus, registry=self.registry, store=self.store, reader=self.reader,
             s2_model=self.s2, s1_model=self.s1, cities={"stockholm": CITY},
             changes_topic=CHANGES, signers={"planetary-computer": self.signer},
-            state_params=PARAMS)
+            state_params=PARAMS, site_reporter=site_reports)
 
     def register(self, event: CloudEvent) -> None:
         data = event.data
@@ -243,3 +244,63 @@ def test_a_scene_for_an_unknown_city_is_a_permanent_error() -> None:
     with pytest.raises(SceneReadError, match="atlantis"):
         f.worker.handle(stray)
     assert f.reader.reads == [] and f.store.saves == 0
+
+
+def test_an_s2_scene_after_s1_scenes_is_scored_by_the_fusion_model_and_names_it() -> None:
+    from tests.unit.fakes import FakeDualModel
+
+    f = Fixture()
+    f.worker.dual_model = FakeDualModel("fake_dual@2.0.0+0000cccc", change_in_left_half)
+    # radar first: ten S1 scenes of one orbit build its reference and running mean ...
+    for n in range(10):
+        event = s1_event(n)
+        f.register(event)
+        f.worker.handle(event)
+    # ... then S2 (radar goes on, a day after each): references for three scenes, then
+    # the fusion model scores them
+    for n in range(10, 16):
+        for event in (s2_event(n), s1_event(n)):
+            f.register(event)
+            assert f.worker.handle(event).status == "processed"
+    dual = f.worker.dual_model
+    assert len(dual.calls) == 3 and f.s2.calls == []  # no S2-only run: radar covers it all
+    s2_ref, s2_obs, s1_ref, s1_obs = dual.calls[0]
+    assert s2_ref.shape == s2_obs.shape == (6, *GRID.shape)
+    assert s1_ref.shape == s1_obs.shape == (1, *GRID.shape)
+    changes = [c for c in f.changes() if c.data.modality == "s2"]
+    assert [c.data.model_version for c in changes[:3]] == ["fake_s2@1.0.0+0000aaaa"] * 3
+    assert [c.data.model_version for c in changes[3:]] == ["fake_dual@2.0.0+0000cccc"] * 3
+    # the fusion output drives the state: the changed half confirms as one site
+    last = changes[-1].data
+    assert last.pixels["confirmed"] == int(CHANGED.sum())
+
+
+def test_without_radar_context_the_s2_model_scores_the_scene() -> None:
+    from tests.unit.fakes import FakeDualModel
+
+    f = Fixture()
+    f.worker.dual_model = FakeDualModel("fake_dual@2.0.0+0000cccc", change_in_left_half)
+    for n in range(5):
+        event = s2_event(n)
+        f.register(event)
+        f.worker.handle(event)
+    assert f.worker.dual_model.calls == [] and len(f.s2.calls) == 2
+
+
+def test_a_confirmed_site_is_reported_once_per_material_change() -> None:
+    f = Fixture()
+    for n in range(8):
+        event = s2_event(n)
+        f.register(event)
+        f.worker.handle(event)
+    reports = [(c.data.state_version, [(s.site_id, s.status) for s in c.data.sites])
+               for c in f.changes()]
+    moved = [r for r in reports if r[1]]
+    # the left half becomes one site, reported as it moves first -> provisional ->
+    # confirmed; scenes that change nothing send no site
+    assert moved == [(4, [("1", "first")]), (5, [("1", "provisional")]),
+                     (6, [("1", "confirmed")])]
+    assert all(not c.data.sites for c in f.changes()[6:])
+    site = f.changes()[5].data.sites[0]
+    assert site.n_pixels == int(CHANGED.sum()) and site.geometry is not None
+    assert site.area_m2 == CHANGED.sum() * 100.0

@@ -133,7 +133,7 @@ def test_legends_are_json_ready_and_dated() -> None:
     assert legend["stops"][0] == [0.0, CHANGE_RAMP[0][1]]
     assert change_legend(start, start)["ticks"] == [{"position": 0.0, "label": "2020-01-01"}]
     assert [x["status"] for x in status_legend()] == ["first", "provisional", "confirmed",
-                                                      "retracted"]
+                                                      "retracted", "withdrawn"]
     assert day_to_iso(1) == "2014-01-02" and iso_to_day(date(2014, 1, 2)) == 1
 
 

@@ -31,7 +31,7 @@ def _alert(row: AlertRow) -> StoredAlert:
         first_detected=row.first_detected, confirmed=row.confirmed, retracted=row.retracted,
         change_date=row.change_date, confidence=row.confidence,
         model_version=row.model_version,
-        scene_ids=tuple(json.loads(row.scene_ids_json or "[]")),
+        scene_ids=tuple(json.loads(row.scene_ids_json or "[]")), site_id=row.site_id,
         created_at=as_utc(row.created_at), updated_at=as_utc(row.updated_at))
 
 
@@ -43,7 +43,7 @@ def _row(alert: StoredAlert, stamp: datetime) -> AlertRow:
         area_m2=alert.area_m2, first_detected=alert.first_detected, confirmed=alert.confirmed,
         retracted=alert.retracted, change_date=alert.change_date,
         confidence=alert.confidence, model_version=alert.model_version,
-        scene_ids_json=json.dumps(list(alert.scene_ids)),
+        scene_ids_json=json.dumps(list(alert.scene_ids)), site_id=alert.site_id,
         created_at=alert.created_at or stamp, updated_at=stamp)
 
 
@@ -87,6 +87,20 @@ class SqlAlertRepository(SqlRepository):
             row = s.get(AlertRow, alert_id)
             return _alert(row) if row is not None else None
         return self._run(op)
+
+    def alerts_by_id(self, alert_ids: Sequence[str]) -> dict[str, StoredAlert]:
+        """The alerts with these ids (primary-key lookups in one query); missing ids are
+        simply absent."""
+        wanted = list(dict.fromkeys(alert_ids))
+
+        def op(s: Session) -> dict[str, StoredAlert]:
+            out: dict[str, StoredAlert] = {}
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start:start + 500]
+                rows = s.exec(select(AlertRow).where(AlertRow.id.in_(chunk)))  # type: ignore[attr-defined]
+                out.update({row.id: _alert(row) for row in rows})
+            return out
+        return self._run(op) if wanted else {}
 
     def save_alert(self, alert: StoredAlert) -> None:
         """Insert or replace one alert (tools and fixtures; the alerting step writes

@@ -17,7 +17,7 @@ from sqlalchemy import Column, Index, UniqueConstraint
 from sqlalchemy import Text as SAText
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _now() -> datetime:
@@ -109,6 +109,7 @@ class AlertRow(SQLModel, table=True):
     confidence: float
     model_version: str
     scene_ids_json: str = Field(default="[]", sa_column=Column(SAText, nullable=False))
+    site_id: str | None = Field(default=None, max_length=32)  # the state's site (v3)
     created_at: datetime = Field(default_factory=_now)
     updated_at: datetime = Field(default_factory=_now, index=True)
 
@@ -163,4 +164,6 @@ class DeliveryRow(SQLModel, table=True):
 MIGRATIONS: dict[int, list[str]] = {
     2: ["CREATE TABLE IF NOT EXISTS folded_change (event_id VARCHAR(64) NOT NULL PRIMARY KEY, "
         "city_id VARCHAR(64) NOT NULL, folded_at TIMESTAMP NOT NULL)"],
+    # alerts are the state's sites (ChangeEvent v2): the site each alert is
+    3: ["ALTER TABLE alert ADD COLUMN site_id VARCHAR(32)"],
 }
