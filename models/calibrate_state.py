@@ -280,7 +280,7 @@ def check_opera(params: StateParams, predictors: dict[str, Predictor]) -> dict[s
         totals["observations"] += len(series)
         totals["ever_first_pixels"] += int(ever.sum())
         for k in ALERT_STATUSES:
-            totals[k] += summary[k]
+            totals[k] = totals.get(k, 0) + summary[k]
     totals["ever_first_fraction"] = round(totals["ever_first_pixels"] / max(totals["pixels"], 1), 5)
     return totals
 

@@ -1,5 +1,5 @@
 """Shared pieces of the alerting, webhook and API tests: a database on SQLite or
-PostgreSQL, ChangeEvents with real polygons, and a real local webhook receiver."""
+PostgreSQL, ChangeEvents v2 with real site polygons, and a real local webhook receiver."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from monitor.adapters.webhooks import (
     TIMESTAMP_HEADER,
     sign_payload,
 )
-from monitor.domain.events import ChangeData, ChangeRegion, CloudEvent, change_event
+from monitor.domain.events import ChangeData, ChangeSite, CloudEvent, change_event
 
 # A spot in Stockholm (UTM 33N): regions are rectangles given in metres from here.
 UTM_EPSG = 32633
@@ -59,22 +59,26 @@ def make_database(request: pytest.FixtureRequest, tmp_path) -> Iterator[Database
 def rect_region(rid: str, x: float, y: float, w: float, h: float, *, status: str = "first",
                 first: date = date(2024, 3, 1), confirmed: date | None = None,
                 change: date | None = date(2024, 2, 15),
-                confidence: float = 0.7) -> ChangeRegion:
+                confidence: float = 0.7, closed: date | None = None) -> ChangeSite:
+    """A site report (ChangeEvent v2) of site ``rid``: a w x h m rectangle at (x, y) m."""
     geom = shapely.transform(box(X0 + x, Y0 + y, X0 + x + w, Y0 + y + h), _TO_LONLAT,
                              interleaved=False)
-    return ChangeRegion(region_id=rid, geometry=dict(mapping(geom)), status=status,
-                        n_pixels=max(1, int(round(w * h / 100))), area_m2=w * h,
-                        first_detected=first, confirmed=confirmed, change_date=change,
-                        confidence=confidence)
+    gone = status in ("retracted", "withdrawn")
+    return ChangeSite(site_id=rid, geometry=None if gone else dict(mapping(geom)),
+                      bbox=None if gone else list(geom.bounds), status=status,  # type: ignore[arg-type]
+                      n_pixels=0 if gone else max(1, int(round(w * h / 100))),
+                      area_m2=0.0 if gone else w * h, first_detected=first,
+                      confirmed=confirmed, change_date=change, confidence=confidence,
+                      closed=closed or (first if gone else None))
 
 
-def make_change(city: str, scene: str, regions: list[ChangeRegion],
+def make_change(city: str, scene: str, sites: list[ChangeSite],
                 acquired: datetime = datetime(2024, 3, 1, 10, tzinfo=UTC),
                 model_version: str = "test-model-1") -> CloudEvent:
     data = ChangeData(city_id=city, scene_event_id=f"scene-{scene}", scene_ids=[scene],
                       modality="s2", acquired=acquired, model_version=model_version,
                       state_version=1, valid_fraction=0.9,
-                      pixels={"first": sum(r.n_pixels for r in regions)}, regions=regions)
+                      pixels={"first": sum(r.n_pixels for r in sites)}, sites=sites)
     return change_event(data)
 
 

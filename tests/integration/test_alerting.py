@@ -49,8 +49,8 @@ def test_service_turns_change_events_into_alert_events(db: Database) -> None:
         first = make_change("stockholm", "S2A_1", [site, small])
         bus.publish(settings.bus.changes_topic, "stockholm", first.to_json())
         wait_for(lambda: len(alert_events(bus)) == 1)
-        # The site grows and is confirmed: the same alert, revision 2.
-        grown = rect_region("r2", -10, 0, 60, 40, status="confirmed",
+        # The site grows and is confirmed: the same site, so the same alert, revision 2.
+        grown = rect_region("r1", -10, 0, 60, 40, status="confirmed",
                             confirmed=date(2024, 3, 20), confidence=0.95)
         second = make_change("stockholm", "S1A_2", [grown],
                              acquired=datetime(2024, 3, 20, 5, tzinfo=UTC))

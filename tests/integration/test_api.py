@@ -213,7 +213,8 @@ def test_city_stats_and_time_of_change_maps(db: Database) -> None:
     with serve(create_app(api_settings(), db, FakeStore())) as url, httpx.Client(
             base_url=url, timeout=10) as client:
         stats = client.get("/cities/stockholm/stats").json()
-        assert stats["alerts"] == {"first": 3, "provisional": 0, "confirmed": 2, "retracted": 0}
+        assert stats["alerts"] == {"first": 3, "provisional": 0, "confirmed": 2, "retracted": 0,
+                                   "withdrawn": 0}
         assert stats["confirmed_area_m2"] == pytest.approx(4000, rel=1e-3)
         series = stats["built_up_series"]
         assert [s["date"] for s in series] == ["2020-01-01", "2024-02-01", "2024-04-01"]
