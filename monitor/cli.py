@@ -26,6 +26,8 @@ _COMMAND_MODULES = (
     "monitor.synthetic.cli",
     "monitor.pipeline.discovery_cli",
     "monitor.pipeline.demo_cli",
+    "monitor.pipeline.run_cli",
+    "monitor.streams.cli",
     "models.cli",
 )
 Register = Callable[[argparse._SubParsersAction], None]

@@ -97,8 +97,8 @@ class StateParams:
     # the worker skips running the S1 model while the weight is 0. The real OPERA RTC series
     # (no construction) stays free of any alert at S1 weight 0.25 and 0.5 as well.
     # Re-run it whenever the change models are retrained (see STATE.md).
-    s2_llr_slope: float = 1.384
-    s2_llr_offset: float = 1.502
+    s2_llr_slope: float = 1.5
+    s2_llr_offset: float = 5.8
     s1_llr_slope: float = 0.681
     s1_llr_offset: float = 0.983
     s2_weight: float = 1.0
@@ -147,8 +147,8 @@ class StateParams:
     # False: the references follow only pixels with no evidence at all (S = 0); True: also
     # pixels without an open alert whose observation looked normal (LLR <= 0), so slow
     # drifts (phenology, soil moisture, haze) are followed before they add up to evidence.
-    reference_follows_normal: bool = False
-    s2_reference_alpha: float = 0.1
+    reference_follows_normal: bool = True
+    s2_reference_alpha: float = 0.25
     s1_reference_count: int = 8
     s1_reference_alpha: float = 0.05
     s1_current_alpha: float = 0.25

@@ -122,33 +122,8 @@ class InferenceWorker:
 
     def _predict(self, state: CityState, observation: Observation
                  ) -> tuple[np.ndarray | None, str]:
-        """p(change) of the observation against the state (None: references only) and the
-        id of the model that produced it. S2 with radar context -> the dual-stream model
-        (S2 alone where the orbit has no reference yet); S2 otherwise -> the S2 model; S1
-        -> the S1 model, unless radar carries no weight."""
-        inputs = state.model_inputs(observation)
-        version = self.model_version(observation.modality)
-        if inputs is None:
-            return None, version
-        reference, current, valid = inputs
-        if observation.modality == "s1":
-            if self.s1_model is None or state.params.s1_weight == 0:
-                return None, version  # radar carries no weight (calibration): references only
-            p = self.s1_model.predict(reference, current, valid)
-            return np.where(valid, p, np.nan).astype(np.float32), version
-        context = (state.s1_context(observation.acquired) if self.dual_model is not None
-                   else None)
-        if context is not None and self.dual_model is not None:
-            _, s1_ref, s1_cur, s1_valid = context
-            fused_valid = valid & s1_valid
-            if fused_valid.mean() >= 0.5 * max(valid.mean(), 1e-9):
-                p = self.dual_model.predict_dual(reference, current, s1_ref, s1_cur, fused_valid)
-                alone = valid & ~fused_valid
-                if alone.any():  # no radar reference there yet: the S2 model
-                    p = np.where(alone, self.s2_model.predict(reference, current, valid), p)
-                return np.where(valid, p, np.nan).astype(np.float32), self.dual_model.info.id
-        p = self.s2_model.predict(reference, current, valid)
-        return np.where(valid, p, np.nan).astype(np.float32), version
+        return predict_change(state, observation, s2_model=self.s2_model,
+                              s1_model=self.s1_model, dual_model=self.dual_model)
 
     # -- the handler -------------------------------------------------------------------
     def handle(self, event: CloudEvent, message: Message | None = None) -> InferenceOutcome:
@@ -284,6 +259,41 @@ class InferenceWorker:
             pixels={name: int(summary.get(name, 0)) for name in ALERT_STATUSES},
             transitions=dict(transitions or {}), sites=reports)
         return change_event(data)
+
+
+def predict_change(state: CityState, observation: Observation, *, s2_model: ChangeModel,
+                   s1_model: ChangeModel | None = None,
+                   dual_model: DualChangeModel | None = None) -> tuple[np.ndarray | None, str]:
+    """p(change) of an observation against the state (None: references only) and the id of
+    the model that produced it (the worker and the offline stream replay share this).
+
+    S2 with radar context (an orbit seen within 45 days whose reference is built) -> the
+    dual-stream model where the orbit covers the pixels (S2 alone elsewhere); S2 otherwise
+    -> the S2 model; S1 -> the S1 model, unless radar carries no weight (then references
+    only)."""
+    inputs = state.model_inputs(observation)
+    s1_or_s2 = s1_model if observation.modality == "s1" and s1_model is not None else s2_model
+    version = s1_or_s2.info.id
+    if inputs is None:
+        return None, version
+    reference, current, valid = inputs
+    if observation.modality == "s1":
+        if s1_model is None or state.params.s1_weight == 0:
+            return None, version
+        p = s1_model.predict(reference, current, valid)
+        return np.where(valid, p, np.nan).astype(np.float32), version
+    context = state.s1_context(observation.acquired) if dual_model is not None else None
+    if context is not None and dual_model is not None:
+        _, s1_ref, s1_cur, s1_valid = context
+        fused_valid = valid & s1_valid
+        if fused_valid.mean() >= 0.5 * max(valid.mean(), 1e-9):
+            p = dual_model.predict_dual(reference, current, s1_ref, s1_cur, fused_valid)
+            alone = valid & ~fused_valid
+            if alone.any():  # no radar reference there yet: the S2 model
+                p = np.where(alone, s2_model.predict(reference, current, valid), p)
+            return np.where(valid, p, np.nan).astype(np.float32), dual_model.info.id
+    p = s2_model.predict(reference, current, valid)
+    return np.where(valid, p, np.nan).astype(np.float32), version
 
 
 def make_scene_handler(worker: InferenceWorker) -> Callable[[CloudEvent, Message], None]:

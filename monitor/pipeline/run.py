@@ -150,8 +150,12 @@ def run_period(runtime: Runtime, city_id: str, start: datetime, end: datetime, *
             collector.close()
     summary.pending = pending()
     summary.scenes = runtime.db.scene_counts(city_id)
-    for alert in runtime.db.alerts(city_id=city_id, limit=None):
-        summary.alerts[alert.status] = summary.alerts.get(alert.status, 0) + 1
+    from monitor.domain.vocabulary import ALERT_STATUSES
+
+    for status in ALERT_STATUSES:  # counted in SQL, never loading the city's alerts
+        n = runtime.db.count_alerts(city_id=city_id, statuses=[status])
+        if n:
+            summary.alerts[status] = n
     summary.dead_letters = inference.stats.dead_lettered + alerting.stats.dead_lettered
     summary.stage_seconds = {"discover": round(t_discover, 2),
                              **{k: v for k, v in worker.times.as_dict().items() if k != "scenes"},

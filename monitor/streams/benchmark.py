@@ -102,7 +102,8 @@ def choose_models(city: str, models_dir: Path | None, settings: Settings) -> Mod
                 dual=str(dual) if dual.is_file() and city not in _card_cities(dual) else None,
                 folder=folder.name)
     shipped = OnnxChangeModel.load(settings.models.s2)
-    return ModelChoice(s2=settings.models.s2, s1=settings.models.s1, folder="shipped",
+    return ModelChoice(s2=settings.models.s2, s1=settings.models.s1, dual=settings.models.dual,
+                       folder="shipped",
                        seen_in_training=city in set(shipped.info.train_cities))
 
 

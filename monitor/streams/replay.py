@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from monitor.domain.state import CityState, Observation, StateParams
+from monitor.pipeline.inference import predict_change
 from monitor.streams.archive import StreamArchive
 
 log = logging.getLogger(__name__)
@@ -93,13 +94,15 @@ def stream_scenes(archive: StreamArchive, cache_dir: Path | None = None, *,
                     date.fromisoformat(meta["acquired"]), values, valid)
 
 
-def load_predictors(s2: str, s1: str | None) -> dict[str, Any]:
-    """onnxruntime models by shipped name or path: {"s2": model, "s1": model}."""
+def load_predictors(s2: str, s1: str | None, dual: str | None = None) -> dict[str, Any]:
+    """onnxruntime models by shipped name or path: {"s2": .., "s1": .., "dual": ..}."""
     from monitor.adapters.onnx_model import OnnxChangeModel
 
     out: dict[str, Any] = {"s2": OnnxChangeModel.load(s2)}
     if s1:
         out["s1"] = OnnxChangeModel.load(s1)
+    if dual:
+        out["dual"] = OnnxChangeModel.load(dual)
     return out
 
 
@@ -117,14 +120,8 @@ def replay_stream(archive: StreamArchive, params: StateParams, models: dict[str,
             cached = p_cache.get(scene.scene_id)
             p = None if cached is None else cached.astype(np.float32)
         else:
-            inputs = state.model_inputs(obs)
-            model = models.get(scene.modality)
-            if scene.modality == "s1" and params.s1_weight == 0:
-                model = None
-            if inputs is not None and model is not None:
-                reference, current, valid = inputs
-                p = model.predict(reference, current, valid)
-                p = np.where(valid, p, np.nan).astype(np.float32)
+            p, _ = predict_change(state, obs, s2_model=models["s2"], s1_model=models.get("s1"),
+                                  dual_model=models.get("dual"))
         if record and p is not None:
             recorded[scene.scene_id] = p.astype(np.float16)
         state.apply(replace(obs, p_change=p))
@@ -180,14 +177,8 @@ def replay_and_score(archive: StreamArchive, params: StateParams, models: dict[s
             cached = p_cache.get(scene.scene_id)
             p = None if cached is None else cached.astype(np.float32)
         else:
-            inputs = state.model_inputs(obs)
-            model = models.get(scene.modality)
-            if scene.modality == "s1" and params.s1_weight == 0:
-                model = None
-            if inputs is not None and model is not None:
-                reference, current, valid = inputs
-                p = model.predict(reference, current, valid)
-                p = np.where(valid, p, np.nan).astype(np.float32)
+            p, _ = predict_change(state, obs, s2_model=models["s2"], s1_model=models.get("s1"),
+                                  dual_model=models.get("dual"))
         if record and p is not None:
             recorded[scene.scene_id] = p.astype(np.float16)
         result = state.apply(replace(obs, p_change=p))
