@@ -74,3 +74,47 @@ def site_reports(state: Any, sites: Sequence[SiteSummary]) -> list[ChangeSite]:
             change_date=day_to_date(s.change_day) if s.change_day else None,
             confidence=float(min(max(s.confidence, 0.0), 1.0))))
     return out
+
+
+def scored_alerts(alerts: Sequence[Any], grid: CityGrid) -> list[Any]:
+    """The last revision of every alert (AlertData/StoredAlert-like: alert_id or id,
+    status, revision, geometry, change_date, confirmed, first_detected) burnt onto ``grid``
+    as :class:`monitor.domain.alert_scoring.ScoredAlert` (``ever_provisional`` from any
+    revision given)."""
+    from datetime import date as _date
+    from datetime import datetime as _datetime
+
+    from rasterio.features import rasterize
+
+    from monitor.domain.alert_scoring import ScoredAlert
+    from monitor.domain.grid import reproject_geometry
+    from monitor.domain.vocabulary import UNIX_DAY_OFFSET, date_to_day
+
+    def key(a: Any) -> str:
+        return str(getattr(a, "alert_id", None) or a.id)
+
+    def day(d: Any) -> int | None:
+        if d is None:
+            return None
+        value = d.date() if isinstance(d, _datetime) else d
+        assert isinstance(value, _date)
+        return date_to_day(value) + UNIX_DAY_OFFSET
+
+    transform = Affine(*grid.transform)
+    last: dict[str, Any] = {}
+    provisional: set[str] = set()
+    for a in alerts:
+        if a.status in ("provisional", "confirmed"):
+            provisional.add(key(a))
+        if key(a) not in last or a.revision >= last[key(a)].revision:
+            last[key(a)] = a
+    out = []
+    for k, a in last.items():
+        geom = reproject_geometry(shape(a.geometry), 4326, grid.epsg)
+        mask = rasterize([(geom, 1)], out_shape=grid.shape, transform=transform, fill=0,
+                         dtype="uint8").astype(bool)
+        out.append(ScoredAlert(alert_id=k, status=a.status, mask=mask,
+                               change_day=day(a.change_date), confirmed_day=day(a.confirmed),
+                               first_day=day(a.first_detected),
+                               ever_provisional=k in provisional))
+    return out

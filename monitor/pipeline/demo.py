@@ -250,14 +250,30 @@ def _replay(settings: Settings, opts: DemoOptions, archive: Archive, run_dir: Pa
 
             state = state_store(settings).load(DEMO_CITY_ID)
             if state is not None:
-                result.score = _score(state, archive)
+                from monitor.domain.events import AlertData, parse_event
+
+                history = [e.data for e in (parse_event(m.value) for m in
+                                            runtime.bus.records(settings.bus.alerts_topic))
+                           if isinstance(e.data, AlertData)]
+                result.score = _score(state, archive, history or list(alerts))
                 result.report = _write_report(settings, state, alerts, archive, result, opts)
         finally:
             runtime.close()
 
 
-def _score(state: CityState, archive: Archive) -> dict[str, Any]:
+def _score(state: CityState, archive: Archive, alerts: list[Any]) -> dict[str, Any]:
+    """Alerts scored as a user would judge them (``monitor.domain.alert_scoring``: confirmed
+    alerts against the truth sites), beside the state's own confirmed pixels (state_*)."""
+    from monitor.adapters.vectorise import scored_alerts
+    from monitor.domain.alert_scoring import score_alerts
     from monitor.domain.scoring import ChangePrediction, score_change
+
+    truth = archive.change_truth()
+    baseline_end = archive.period_days()[0] + state.params.baseline_days
+    alert_score = score_alerts(truth, scored_alerts(alerts, archive.grid),
+                               scored=np.ones(archive.grid.shape, bool),
+                               pixel_area_m2=archive.grid.pixel_size ** 2,
+                               period=archive.period_days(), baseline_end=baseline_end)
 
     def epoch(days: np.ndarray) -> np.ndarray:
         d = days.astype(np.int32)
@@ -266,9 +282,12 @@ def _score(state: CityState, archive: Archive) -> dict[str, Any]:
     prediction = ChangePrediction(confirmed=state.status == Status.CONFIRMED,
                                   change_date=epoch(state.change_day),
                                   confirmation_date=epoch(state.confirm_day))
-    score = score_change(archive.change_truth(), prediction, state.grid.pixel_size ** 2,
-                         archive.period_days())
-    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in score.__dict__.items()}
+    score = score_change(truth, prediction, state.grid.pixel_size ** 2, archive.period_days())
+    figures: dict[str, Any] = dict(alert_score.figures())
+    figures.update({f"state_{k}": (round(v, 3) if isinstance(v, float) else v)
+                    for k, v in score.__dict__.items()
+                    if k in ("pixel_f1", "object_f1", "time_error_median_days")})
+    return figures
 
 
 def _write_report(settings: Settings, state: CityState, alerts: list[StoredAlert],

@@ -33,6 +33,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         # The replay polls hundreds of times: per-poll and per-alert lines would bury the
         # progress bar. --log-level INFO brings them back.
         for name in ("monitor.pipeline.discovery", "monitor.pipeline.alerting",
+                     "monitor.pipeline.inference",
                      "monitor.adapters.stac_server", "monitor.pipeline.runtime", "httpx"):
             quiet[name] = logging.getLogger(name).level
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -46,8 +47,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"  scenes       {json.dumps(result.scenes)}")
     print(f"  alerts       {json.dumps(result.alerts)}")
     print(f"  dead letters {result.dead_letters}")
+    # confirmed alerts scored against the truth (monitor.domain.alert_scoring)
     for key in ("object_precision", "object_recall", "object_f1", "pixel_f1",
-                "time_error_mean_days", "delay_mean_days", "false_alerts_per_km2_year"):
+                "time_error_median_days", "delay_median_days", "false_alerts_per_km2_year",
+                "retracted_share", "confirmed_in_baseline"):
         if key in result.score:
             print(f"  {key:<28} {result.score[key]}")
     print("  seconds per stage " + ", ".join(f"{k}={v}" for k, v in result.stage_seconds.items()))

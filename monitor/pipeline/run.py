@@ -114,6 +114,13 @@ def run_period(runtime: Runtime, city_id: str, start: datetime, end: datetime, *
         return sum(counts.get(s, 0) for s in _PENDING)
 
     total = pending()
+    from contextlib import ExitStack
+
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    quiet = ExitStack()
+    if progress:  # log lines (one per scene) print above the bar, not through it
+        quiet.enter_context(logging_redirect_tqdm())
     bar = tqdm(total=total, desc=f"run {city_id}", unit="scene", disable=not progress)
     t_alert = 0.0
     idle_since = time.monotonic()
@@ -146,6 +153,7 @@ def run_period(runtime: Runtime, city_id: str, start: datetime, end: datetime, *
                 break
     finally:
         bar.close()
+        quiet.close()
         if collector is not None:
             collector.close()
     summary.pending = pending()

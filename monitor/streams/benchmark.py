@@ -143,38 +143,9 @@ def stream_settings(base: Settings, archive: StreamArchive, stac_url: str, run_d
 
 def rasterise_alerts(alerts: list[Any], archive: StreamArchive) -> list[ScoredAlert]:
     """The last revision of every alert (AlertData) as a mask on the stream's grid."""
-    from rasterio.features import rasterize
-    from rasterio.transform import Affine
-    from shapely.geometry import shape
+    from monitor.adapters.vectorise import scored_alerts
 
-    from monitor.domain.grid import reproject_geometry
-
-    grid = archive.grid
-    transform = Affine(*grid.transform)
-    last: dict[str, Any] = {}
-    provisional: set[str] = set()
-    for a in alerts:
-        if a.status in ("provisional", "confirmed"):
-            provisional.add(a.alert_id)
-        if a.alert_id not in last or a.revision >= last[a.alert_id].revision:
-            last[a.alert_id] = a
-    out = []
-    for a in last.values():
-        geom = reproject_geometry(shape(a.geometry), 4326, grid.epsg)
-        mask = rasterize([(geom, 1)], out_shape=grid.shape, transform=transform, fill=0,
-                         dtype="uint8", all_touched=False).astype(bool)
-
-        def day(d: Any) -> int | None:
-            if d is None:
-                return None
-            return to_epoch_days(d if isinstance(d, date) and not isinstance(d, datetime)
-                                 else d.date())
-
-        out.append(ScoredAlert(alert_id=a.alert_id, status=a.status, mask=mask,
-                               change_day=day(a.change_date), confirmed_day=day(a.confirmed),
-                               first_day=day(a.first_detected),
-                               ever_provisional=a.alert_id in provisional))
-    return out
+    return scored_alerts(alerts, archive.grid)
 
 
 def _state_score(run_dir: Path, archive: StreamArchive, city: str) -> dict[str, Any]:

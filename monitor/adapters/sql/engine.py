@@ -27,6 +27,10 @@ T = TypeVar("T")
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+    # In WAL mode NORMAL still survives any crash of the program (kill -9: the fault suite);
+    # only an OS crash or power cut can lose the last transactions. FULL cost an fsync per
+    # commit: ~4 ms, ten commits a scene (registry marks, alerts, outbox).
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
