@@ -28,6 +28,7 @@ _COMMAND_MODULES = (
     "monitor.pipeline.demo_cli",
     "monitor.pipeline.run_cli",
     "monitor.streams.cli",
+    "monitor.capacity_cli",
     "models.cli",
 )
 Register = Callable[[argparse._SubParsersAction], None]
