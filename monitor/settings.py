@@ -129,7 +129,7 @@ class ModelSettings(_Strict):
     s2: str = "change_s2"
     s1: str = "change_s1"
     dual: str | None = Field(
-        default="change_dual",
+        default="change_dual_int8",
         description="the dual-stream S1+S2 model that scores S2 scenes with radar context "
                     "(null: the S2 model alone)")
     threads: int = Field(default=1, ge=1, description="onnxruntime intra-op threads per worker")

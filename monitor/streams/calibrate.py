@@ -28,6 +28,7 @@ import argparse
 import itertools
 import json
 import logging
+import os
 import pickle
 import time
 from dataclasses import replace
@@ -123,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("var/calibration/streams"))
     ap.add_argument("--city", action="append")
     ap.add_argument("--base", default="{}", help="JSON of parameters held fixed")
+    ap.add_argument("--record-only", action="store_true",
+                    help="only record the p(change) of the cities (a second process can "
+                         "record others in parallel)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = load_settings(None)
@@ -148,10 +152,16 @@ def main(argv: list[str] | None = None) -> int:
             _, recorded = replay_stream(archive, base, models, cache_dir=args.cache / city,
                                         record=True)
             caches[city] = recorded
-            path.write_bytes(pickle.dumps(recorded))
+            tmp = path.with_name(path.name + f".{os.getpid()}.part")
+            tmp.write_bytes(pickle.dumps(recorded))
+            os.replace(tmp, path)
             log.info("recorded %s with %s in %.0f s", city, choice.folder, time.perf_counter() - t)
+        if args.record_only:
+            continue
         masks[city] = [(s.scene_id, s.modality, s.orbit, s.acquired, s.valid)
                        for s in stream_scenes(archive, args.cache / city)]
+    if args.record_only:
+        return 0
     # 2. LLR per fold from the other folds' cities
     samples = {c: llr_samples(archives[c], caches[c], masks[c], "s2") for c in cities}
     fold_names = sorted(set(folds.values()))
