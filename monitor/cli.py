@@ -29,6 +29,7 @@ _COMMAND_MODULES = (
     "monitor.pipeline.run_cli",
     "monitor.streams.cli",
     "monitor.capacity_cli",
+    "monitor.pipeline.products_cli",
     "models.cli",
 )
 Register = Callable[[argparse._SubParsersAction], None]

@@ -112,6 +112,15 @@ class StateError(UrbanMonitorError):
         )
 
 
+class ProductError(UrbanMonitorError):
+    """A city's change layers (COGs, STAC items) could not be written or read."""
+
+    def __init__(self, city_id: str, problem: str, hint: str | None = None) -> None:
+        self.city_id = city_id
+        super().__init__(f"change layers of city {city_id}: {problem}",
+                         hint or "the city state is intact; publish the layers again")
+
+
 class ServiceError(UrbanMonitorError):
     """An external service (Kafka, PostgreSQL, STAC server) did not start or answer."""
 

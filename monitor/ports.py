@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # annotations only: importing the ports stays cheap (no numba
     )
     from monitor.domain.sites import SiteSummary
     from monitor.domain.state import CityState
+    from monitor.products.layers import LayerSet, PublishedMark
 
 
 # -- values that cross the ports ------------------------------------------------------
@@ -234,6 +235,24 @@ class StateRepository(Protocol):
     def save(self, city_id: str, state: CityState) -> int:
         """Persist a new version atomically (version, then pointer); returns its number."""
         ...
+
+
+class LayerRepository(Protocol):
+    """Where the change layers (COGs + STAC items) of city states are written
+    (``monitor.adapters.layer_store.LayerStore``)."""
+
+    def write(self, layers: LayerSet) -> dict[str, Any]:
+        """Write one layer set; returns its STAC item."""
+        ...
+
+    def last_published(self, city_id: str) -> PublishedMark | None: ...
+
+
+class StatePublisher(Protocol):
+    """Called after a state version is saved: writes its derived products when due
+    (``monitor.pipeline.products.LayerPublisher``); never raises for a failed write."""
+
+    def state_saved(self, city_id: str, state: CityState) -> bool: ...
 
 
 class SiteReporter(Protocol):

@@ -123,6 +123,25 @@ class StateSettings(_Strict):
         return value
 
 
+class ProductSettings(_Strict):
+    """The change layers (COGs + STAC items) written from the city states, and how the
+    STAC API and exports point at them."""
+
+    url: str | None = Field(default=None, description="where the layers are written: a "
+                            "local folder or fsspec URL (default: state.url)")
+    layers_cadence: Literal["version", "day", "on-demand"] = Field(
+        default="day", description="which saved state versions get layers: every version "
+        "(one per scene), the first of each new acquisition day per city, or only on "
+        "demand (urban-monitor products publish)")
+    layers_every_versions: int = Field(default=0, ge=0, description="with cadence 'day': "
+                                       "also publish once this many versions went by "
+                                       "(0: off)")
+    keep_versions: int = Field(default=10, ge=1, description="layer sets kept per city")
+    asset_base_url: str | None = Field(
+        default=None, description="public base URL of the products URL (e.g. an object "
+        "store's https endpoint): STAC assets point there; default: served by the API")
+
+
 class ModelSettings(_Strict):
     """Which change models the inference workers run (shipped name or .onnx path)."""
 
@@ -239,6 +258,7 @@ class Settings(BaseSettings):
     bus: BusSettings = BusSettings()
     database: DatabaseSettings = DatabaseSettings()
     state: StateSettings = StateSettings()
+    products: ProductSettings = ProductSettings()
     logging: LoggingSettings = LoggingSettings()
     models: ModelSettings = ModelSettings()
     alerting: AlertingSettings = AlertingSettings()

@@ -47,6 +47,7 @@ from monitor.ports import (
     SceneRegistry,
     SceneSigner,
     SiteReporter,
+    StatePublisher,
     StateRepository,
 )
 
@@ -98,6 +99,8 @@ class InferenceWorker:
     # the assets are opened: events carry unsigned hrefs because tokens expire.
     signers: dict[str, SceneSigner] = field(default_factory=dict)
     state_params: StateParams = field(default_factory=StateParams)
+    # writes the change layers (COGs + STAC item) of saved versions when due (products)
+    publisher: StatePublisher | None = None
     min_valid_fraction: float = 0.005
     times: StageTimes = field(default_factory=StageTimes)
     _cache: dict[str, tuple[int, CityState]] = field(default_factory=dict)
@@ -230,6 +233,8 @@ class InferenceWorker:
         self.bus.publish(self.changes_topic, city.id, change.to_json())
         t6 = time.perf_counter()
         self.registry.mark_scene(event.id, "processed")
+        if self.publisher is not None:
+            self.publisher.state_saved(city.id, state)
         data = change.data
         assert isinstance(data, ChangeData)
         log.info("scene %s (%s, %s) of %s: processed, %.0f%% clear, model %s, %d site(s) "

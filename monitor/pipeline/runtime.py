@@ -43,14 +43,17 @@ from monitor.ports import (
     SceneCatalog,
     SceneReader,
     SceneRegistry,
+    StatePublisher,
     StateRepository,
 )
 from monitor.settings import Settings, SourceSettings
 
 if TYPE_CHECKING:
+    from monitor.adapters.layer_store import LayerStore
     from monitor.pipeline.alerting import AlertingHandler
     from monitor.pipeline.discovery import CatalogFactory, DiscoveryCycle
     from monitor.pipeline.inference import InferenceWorker
+    from monitor.pipeline.products import LayerPublisher
 
 log = logging.getLogger(__name__)
 
@@ -188,9 +191,10 @@ def load_dual_model(settings: Settings) -> DualChangeModel | None:
 def build_worker(runtime: Runtime, *, store: StateRepository | None = None,
                  reader: SceneReader | None = None, s2_model: ChangeModel | None = None,
                  s1_model: ChangeModel | None = None,
-                 dual_model: DualChangeModel | None = None) -> InferenceWorker:
+                 dual_model: DualChangeModel | None = None,
+                 publisher: StatePublisher | None = None) -> InferenceWorker:
     """The inference worker of this process: the settings' state store, rasterio reader,
-    ONNX models and asset signers, unless overridden."""
+    ONNX models, asset signers and change-layer publisher, unless overridden."""
     from monitor.adapters.signing import signer_for
     from monitor.adapters.vectorise import site_reports
     from monitor.domain.state import StateParams
@@ -215,7 +219,8 @@ def build_worker(runtime: Runtime, *, store: StateRepository | None = None,
                  if (signer := signer_for(p.signing)) is not None},
         changes_topic=settings.bus.changes_topic, site_reporter=site_reports,
         dual_model=dual_model if dual_model is not None else load_dual_model(settings),
-        state_params=StateParams.from_dict(settings.state.params))
+        state_params=StateParams.from_dict(settings.state.params),
+        publisher=publisher if publisher is not None else layer_publisher(settings))
 
 
 def build_inference_loop(runtime: Runtime, worker: InferenceWorker,
@@ -304,6 +309,25 @@ def run_alerting(settings: Settings, bus: Bus, db: Database,
         loop.consumer.close()
         dispatcher.join(timeout=settings.alerting.webhook_timeout_s + 5)
     return stats
+
+
+# -- products -----------------------------------------------------------------------------
+def layer_store(settings: Settings) -> LayerStore:
+    """The store of the change layers (COGs + STAC items): ``products.url`` or the state's."""
+    from monitor.adapters.layer_store import LayerStore
+
+    p = settings.products
+    return LayerStore(p.url or settings.state.url, keep=p.keep_versions)
+
+
+def layer_publisher(settings: Settings) -> LayerPublisher:
+    """What writes the change layers of saved state versions, at the settings' cadence."""
+    from monitor.pipeline.products import LayerPublisher
+    from monitor.products.layers import LayerCadence
+
+    p = settings.products
+    return LayerPublisher(layer_store(settings), LayerCadence(
+        mode=p.layers_cadence, every_versions=p.layers_every_versions))
 
 
 # -- the API ----------------------------------------------------------------------------

@@ -29,6 +29,8 @@ from services.api.context import ApiContext, ApiStore, Catalogue, StateSource
 from services.api.dashboard import mount_dashboard
 from services.api.errors import BodyLimit, install_error_handlers
 from services.api.features import router as features_router
+from services.api.stac import LayerSource, ModelCardSource
+from services.api.stac import router as stac_router
 from services.api.stats import router as stats_router
 from services.api.stream import router as stream_router
 from services.api.subscriptions import router as subscriptions_router
@@ -42,19 +44,32 @@ def add_routes(app: FastAPI, router: APIRouter) -> None:
     app.router.routes.extend(router.routes)
 
 
-def create_app(settings: Settings, db: ApiStore, state_store: StateSource | None = None) -> FastAPI:
+def create_app(settings: Settings, db: ApiStore, state_store: StateSource | None = None, *,
+               layers: LayerSource | None = None,
+               model_cards: ModelCardSource | None = None) -> FastAPI:
     """The API over ``db`` (alerts, subscriptions, deliveries, cities) and, for maps,
-    ``state_store`` (anything with ``load(city_id)`` returning the city's change state)."""
+    ``state_store`` (anything with ``load(city_id)`` returning the city's change state);
+    the STAC API (``/stac``) serves ``layers`` (default: the settings' layer store) and
+    ``model_cards`` (default: the shipped models' cards)."""
     api = settings.api
     app = FastAPI(title=api.title, version="1.0",
                   description="Urban change alerts from Sentinel-1/2, as OGC API - Features, "
                   "a live stream, statistics and maps.")
     app.add_middleware(BodyLimit, max_bytes=api.max_request_bytes)
+    if layers is None:
+        from monitor.pipeline.runtime import layer_store
+
+        layers = layer_store(settings)
+    if model_cards is None:
+        from monitor.adapters.model_cards import ModelCards
+
+        model_cards = ModelCards()
     ctx = ApiContext(settings=settings, store=db, catalogue=Catalogue(settings, db),
-                     states=state_store)
+                     states=state_store, layers=layers, model_cards=model_cards)
     app.state.context = ctx
     install_error_handlers(app)
-    for router in (features_router, stream_router, stats_router, subscriptions_router):
+    for router in (features_router, stream_router, stats_router, subscriptions_router,
+                   stac_router):
         add_routes(app, router)
 
     @app.get("/health", summary="Liveness and database check", tags=["operations"])

@@ -86,6 +86,9 @@ class ApiContext:
     store: ApiStore
     catalogue: Catalogue
     states: StateSource | None = None
+    # the STAC API's sources (services.api.stac): change layers and model cards
+    layers: Any = None
+    model_cards: Any = None
 
     @property
     def api(self) -> ApiSettings:
