@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from monitor.errors import ConfigError, GeometryError
@@ -58,6 +66,12 @@ class CollectionSettings(_Strict):
 class ProviderSettings(_Strict):
     url: str
     signing: Literal["none", "planetary-computer"] = "none"
+    subscription_key: SecretStr | None = Field(
+        default=None, description="Planetary Computer API subscription key (signing: "
+        "planetary-computer): higher rate limits for SAS tokens; none: anonymous or the "
+        "planetary-computer package's PC_SDK_SUBSCRIPTION_KEY")
+    sas_url: str | None = Field(default=None, description="the SAS token endpoint "
+                                "(default: the Planetary Computer's public one)")
     timeout_s: float = 30.0
     max_retries: int = 4
     page_size: int = 100

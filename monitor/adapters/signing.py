@@ -4,10 +4,20 @@ Planetary Computer assets live in Azure Blob Storage and need a short-lived SAS 
 appended to the URL. Scene events carry *unsigned* hrefs (a token in an event would expire
 while the event waits on the bus); whoever reads the raster signs the href right before
 opening it, with a token cached per (storage account, container) until shortly before it
-expires. Tokens come from the public SAS endpoint; nothing here runs at import time.
+expires. Nothing here runs at import time.
 
-The URL logic is pure and unit-tested; fetching a token needs the internet and is not
-exercised by the tests.
+Tokens come through Microsoft's ``planetary-computer`` package
+(``planetary_computer.sas.get_token``): its token endpoint (``sas_url``, the public one by
+default), its subscription key (``Ocp-Apim-Subscription-Key``: higher rate limits; from the
+provider's ``subscription_key`` setting or the package's own ``PC_SDK_SUBSCRIPTION_KEY``)
+and its token cache. Two measured reasons keep a little of our own around it: the
+package's retry policy (10 retries, backoff 0.8 s doubling) can block a scene for minutes
+while the endpoint is down -- longer than a Kafka consumer may go without polling -- so
+we ask for 2 retries and let the scene be retried by the consume loop; and its
+``sign_url`` appends ``?token`` blindly, so hrefs are signed by :func:`sign_href` (keeps an
+existing query). The package's settings are process-wide (its design): the signer sets
+them when it is built. ``tests/integration/test_signing_pc.py`` runs it against a local
+fake of the token endpoint with recorded responses.
 """
 
 from __future__ import annotations
@@ -78,18 +88,39 @@ def parse_token_response(payload: dict[str, object]) -> SasToken:
     return SasToken(token=token, expires=expires)
 
 
-def fetch_sas_token(account: str, container: str, timeout_s: float = 30.0) -> SasToken:
-    """Ask the public SAS endpoint for a token (network)."""
-    import httpx
+def package_token_fetcher(subscription_key: str | None = None, sas_url: str | None = None,
+                          retries: int = 2) -> Callable[[str, str], SasToken]:
+    """A token fetcher through the ``planetary-computer`` package, configured with the
+    subscription key and token endpoint given (else the package's own settings)."""
+    import planetary_computer
+    import requests
+    from planetary_computer.sas import get_token
+    from planetary_computer.settings import Settings as PcSettings
 
-    url = f"{SAS_TOKEN_URL}/{account}/{container}"
-    try:
-        response = httpx.get(url, timeout=timeout_s)
-        response.raise_for_status()
-        return parse_token_response(response.json())
-    except (httpx.HTTPError, ValueError) as exc:
-        raise CatalogError(f"could not get a SAS token for {account}/{container}: {exc}",
-                           "check the network to planetarycomputer.microsoft.com") from exc
+    if subscription_key:
+        planetary_computer.set_subscription_key(subscription_key)
+    if sas_url:
+        PcSettings.get().sas_url = sas_url.rstrip("/")
+
+    def fetch(account: str, container: str) -> SasToken:
+        try:
+            token = get_token(account, container, retry_total=retries,
+                              retry_backoff_factor=0.5)
+        except (requests.RequestException, ValueError) as exc:  # HTTP errors, bad JSON
+            raise CatalogError(
+                f"could not get a SAS token for {account}/{container} from "
+                f"{PcSettings.get().sas_url}: {exc}",
+                "check the network to planetarycomputer.microsoft.com and the provider's "
+                "subscription_key; the scene will be retried") from exc
+        expires = token.expiry if token.expiry.tzinfo else token.expiry.replace(tzinfo=UTC)
+        return SasToken(token=token.token, expires=expires)
+
+    return fetch
+
+
+def fetch_sas_token(account: str, container: str) -> SasToken:
+    """A token from the package's configured endpoint (network)."""
+    return package_token_fetcher()(account, container)
 
 
 class PlanetaryComputerSigner:
@@ -124,6 +155,10 @@ class PlanetaryComputerSigner:
         return scene.model_copy(update={"assets": assets})
 
 
-def signer_for(signing: str) -> PlanetaryComputerSigner | None:
-    """The signer a provider's ``signing`` setting asks for (None for 'none')."""
-    return PlanetaryComputerSigner() if signing == "planetary-computer" else None
+def signer_for(signing: str, *, subscription_key: str | None = None,
+               sas_url: str | None = None) -> PlanetaryComputerSigner | None:
+    """The signer a provider's ``signing`` setting asks for (None for 'none'), with the
+    provider's Planetary Computer subscription key and token endpoint."""
+    if signing != "planetary-computer":
+        return None
+    return PlanetaryComputerSigner(fetch=package_token_fetcher(subscription_key, sas_url))

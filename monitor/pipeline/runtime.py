@@ -216,7 +216,10 @@ def build_worker(runtime: Runtime, *, store: StateRepository | None = None,
         bus=runtime.bus, registry=runtime.db, store=store, reader=reader,
         s2_model=s2_model, s1_model=s1_model, cities=runtime.cities,
         signers={name: signer for name, p in settings.providers.items()
-                 if (signer := signer_for(p.signing)) is not None},
+                 if (signer := signer_for(
+                     p.signing, sas_url=p.sas_url,
+                     subscription_key=p.subscription_key.get_secret_value()
+                     if p.subscription_key else None)) is not None},
         changes_topic=settings.bus.changes_topic, site_reporter=site_reports,
         dual_model=dual_model if dual_model is not None else load_dual_model(settings),
         state_params=StateParams.from_dict(settings.state.params),

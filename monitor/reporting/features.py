@@ -28,7 +28,7 @@ def alert_feature(record: StoredAlert, base_url: str) -> dict[str, Any]:
             "change_date": record.change_date.isoformat() if record.change_date else None,
             "confidence": record.confidence,
             "model_version": record.model_version,
-            "scene_ids": ",".join(record.scene_ids),
+            "scene_ids": list(record.scene_ids),  # an array (OGC API - Features, GeoJSON)
             "updated": iso_utc(record.updated_at) if record.updated_at else None,
         },
         "links": [{"href": f"{base_url}/collections/alerts/items/{record.id}",

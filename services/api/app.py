@@ -25,10 +25,12 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from monitor.settings import Settings, load_settings
+from services.api.asyncapi import router as asyncapi_router
 from services.api.context import ApiContext, ApiStore, Catalogue, StateSource
 from services.api.dashboard import mount_dashboard
 from services.api.errors import BodyLimit, install_error_handlers
 from services.api.features import router as features_router
+from services.api.openapi import serve_openapi_30
 from services.api.stac import LayerSource, ModelCardSource
 from services.api.stac import router as stac_router
 from services.api.stats import router as stats_router
@@ -69,7 +71,7 @@ def create_app(settings: Settings, db: ApiStore, state_store: StateSource | None
     app.state.context = ctx
     install_error_handlers(app)
     for router in (features_router, stream_router, stats_router, subscriptions_router,
-                   stac_router):
+                   stac_router, asyncapi_router):
         add_routes(app, router)
 
     @app.get("/health", summary="Liveness and database check", tags=["operations"])
@@ -77,6 +79,7 @@ def create_app(settings: Settings, db: ApiStore, state_store: StateSource | None
         return {"status": "ok", "schema_version": db.schema_version()}
 
     mount_dashboard(app, ctx.load_state)
+    serve_openapi_30(app)  # OpenAPI 3.0.3, as /conformance declares (oas30)
     return app
 
 

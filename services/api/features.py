@@ -9,10 +9,10 @@ envelope hits. Standard clients (QGIS, GDAL's OAPIF driver) read these routes.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from shapely.geometry import box, shape
 from starlette.exceptions import HTTPException
@@ -83,10 +83,30 @@ def conformance() -> dict[str, Any]:
     return {"conformsTo": CONFORMANCE}
 
 
-def known_collection(cid: str) -> str:
+def known_collection(
+    cid: Annotated[str, Path(description=f"the collection id: one of {sorted(COLLECTIONS)}")],
+) -> str:
     if cid not in COLLECTIONS:
         raise HTTPException(404, f"unknown collection '{cid}'; there are {sorted(COLLECTIONS)}")
     return cid
+
+
+def _instant(day: date) -> str:
+    return f"{day.isoformat()}T00:00:00Z"
+
+
+def temporal_interval(ctx: ApiContext, cid: str) -> list[str | None]:
+    """The collection's temporal extent: alerts from the first to the last first detection
+    (their temporal property); cities from the first detection on, open (monitoring goes
+    on). [null, null] while there is no alert."""
+    first = ctx.store.alerts(limit=1)
+    if not first:
+        return [None, None]
+    if cid == "cities":
+        return [_instant(first[0].first_detected), None]
+    count = ctx.store.count_alerts()
+    last = ctx.store.alerts(limit=1, offset=max(count - 1, 0)) or first
+    return [_instant(first[0].first_detected), _instant(last[0].first_detected)]
 
 
 def collection_doc(ctx: ApiContext, b: str, cid: str) -> dict[str, Any]:
@@ -99,7 +119,8 @@ def collection_doc(ctx: ApiContext, b: str, cid: str) -> dict[str, Any]:
         "id": cid, "title": title, "description": description, "itemType": "feature",
         "crs": [CRS84],
         "extent": {"spatial": {"bbox": [extent], "crs": CRS84},
-                   "temporal": {"interval": [[None, None]]}},
+                   "temporal": {"interval": [temporal_interval(ctx, cid)],
+                                "trs": "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian"}},
         "links": [
             {"href": f"{b}/collections/{cid}", "rel": "self", "type": "application/json"},
             {"href": f"{b}/collections/{cid}/items", "rel": "items", "type": GEOJSON,
@@ -176,8 +197,9 @@ def items(
             dependencies=[Depends(known_params_only), Depends(output_format)],
             response_class=JSONResponse,
             responses={200: {"content": {GEOJSON: {}}, "description": "a Feature"}})
-def item(cid: Annotated[str, Depends(known_collection)], fid: str, request: Request,
-         ctx: Context) -> JSONResponse:
+def item(cid: Annotated[str, Depends(known_collection)],
+         fid: Annotated[str, Path(description="the feature id: an alert id or a city id")],
+         request: Request, ctx: Context) -> JSONResponse:
     b = base_url(request)
     if cid == "alerts":
         record = ctx.store.get_alert(fid)

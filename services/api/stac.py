@@ -339,7 +339,10 @@ def search_get(request: Request, ctx: Context,
     return JSONResponse(body, media_type=GEOJSON)
 
 
-@router.post("/stac/search", summary="STAC item search (POST)", response_class=JSONResponse)
+@router.post("/stac/search", summary="STAC item search (POST)", response_class=JSONResponse,
+             # a search whose query is the body (the STAC API): it reads, writes nothing,
+             # so it needs no API key (tests/integration/test_security.py skips it)
+             openapi_extra={"x-read-only": True})
 def search_post(request: Request, ctx: Context,
                 body: Annotated[dict[str, Any], Body(
                     description="collections, ids, bbox, intersects, datetime, limit, "
@@ -383,11 +386,14 @@ def _byte_range(header: str | None, total: int) -> tuple[int, int] | None:
     return start, end
 
 
-@router.api_route("/stac/collections/{cid}/items/{iid}/assets/{name}", methods=["GET", "HEAD"],
-                  summary="An item's asset (COG layers with HTTP range requests, ONNX models)",
-                  response_class=Response,
-                  responses={200: {"content": {COG_MEDIA_TYPE: {}}},
-                             206: {"description": "the requested byte range"}})
+@router.head("/stac/collections/{cid}/items/{iid}/assets/{name}",
+             summary="An item's asset: size and range support", response_class=Response,
+             operation_id="stac_asset_head")
+@router.get("/stac/collections/{cid}/items/{iid}/assets/{name}",
+            summary="An item's asset (COG layers with HTTP range requests, ONNX models)",
+            response_class=Response, operation_id="stac_asset",
+            responses={200: {"content": {COG_MEDIA_TYPE: {}}},
+                       206: {"description": "the requested byte range"}})
 async def asset(cid: Annotated[str, Depends(known_stac_collection)],
                 iid: Annotated[str, Path(description="item id")],
                 name: Annotated[str, Path(description="asset file: <layer>.tif or model.onnx")],

@@ -83,6 +83,8 @@ def write_routes(app: Any) -> list[tuple[str, str]]:
     for route in app.routes:
         if not isinstance(route, APIRoute):
             continue
+        if (route.openapi_extra or {}).get("x-read-only"):
+            continue  # a query sent as a POST body (STAC item search): reads only
         for method in sorted(route.methods or ()):
             if method in ("POST", "PUT", "PATCH", "DELETE"):
                 out.append((method, route.path))
