@@ -23,7 +23,8 @@ Site lifecycle (what subscribers see as the alert status):
 * ``provisional``: at least ``min_confirmed_px`` provisional (or confirmed) pixels;
 * ``confirmed``: at least ``min_confirmed_px`` confirmed pixels. **Confirmed is final**:
   the footprint of a confirmed site is its confirmed pixels and it never goes back to
-  provisional or retracted;
+  provisional or retracted; its confidence is the one it was confirmed with (reported
+  again only with a footprint or status change);
 * ``retracted``: every pixel of a site that never confirmed went back (evidence faded, or
   no confirmation within the state's window) — the early warning was withdrawn;
 * ``withdrawn``: a confirmed site whose every confirmed pixel was later withdrawn by the
@@ -52,8 +53,9 @@ class SiteRules:
     split_days: int = 90             # ... unless their change dates differ by more
     min_confirmed_px: int = 10       # confirmed pixels a site needs to confirm (0.1 ha)
     min_report_px: int = 10          # a site is reported from this many footprint pixels
-    confidence_step: float = 0.05    # smaller confidence moves are not reported
-    area_step: float = 0.05          # footprint changes below this share are not reported
+    confidence_step: float = 0.1     # smaller confidence moves are not reported
+    area_step: float = 0.1           # footprint changes below this share are not reported
+    date_step_days: int = 10         # an open site's estimated change date: smaller moves not
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,8 @@ def _site_status(prev: SiteSummary | None, n_active: int, n_prov: int, n_conf: i
         return "confirmed"
     if n_active == 0:
         return "retracted"
+    if prev is not None and prev.status == "provisional":
+        return "provisional"  # the lifecycle only moves forward while a site is open
     # provisional, like confirmed, needs a mappable unit of such pixels, not one pixel
     return "provisional" if (n_prov + n_conf) >= rules.min_confirmed_px else "first"
 
@@ -215,6 +219,8 @@ def update_sites(status: np.ndarray, site: np.ndarray, first_day: np.ndarray,
     if changed is not None:
         for k in open_ids.tolist():
             prev = table[int(k)]
+            if prev.status == "confirmed":
+                continue  # its confidence is final (see _material)
             if k < n_lab and n_act[k] and abs(conf_sum[k] / n_act[k] - prev.confidence) >= rules.confidence_step:
                 touched.add(int(k))
     if not touched:
@@ -283,7 +289,10 @@ def update_sites(status: np.ndarray, site: np.ndarray, first_day: np.ndarray,
         if report:
             summary = replace(summary, reported=True)
             reports.append(summary)
-        table[k] = summary
+            table[k] = summary
+        elif prev is None or not prev.reported:
+            table[k] = summary  # not announced yet: track it until it reaches the unit
+        # else: keep what was last reported, so slow drifts add up to a report
     return reports, table, next_id
 
 
@@ -293,11 +302,20 @@ def _material(prev: SiteSummary | None, new: SiteSummary, rules: SiteRules) -> b
         return new.active and new.n_pixels >= rules.min_report_px
     if new.status != prev.status:
         return True
-    if (new.first_day, new.confirm_day, new.change_day) != \
-            (prev.first_day, prev.confirm_day, prev.change_day):
+    if (new.first_day, new.confirm_day) != (prev.first_day, prev.confirm_day):
         return True
-    if abs(new.n_pixels - prev.n_pixels) > max(1.0, rules.area_step * prev.n_pixels):
+    if abs(new.change_day - prev.change_day) >= rules.date_step_days:
         return True
+    # footprints flicker by a few pixels from scene to scene: a tenth of the site, and at
+    # least half a mapping unit, is a change worth a revision
+    if abs(new.n_pixels - prev.n_pixels) > max(rules.min_report_px / 2,
+                                              rules.area_step * prev.n_pixels):
+        return True
+    if new.status == "confirmed":
+        # A confirmation is final, and so is its confidence: the evidence of a confirmed
+        # site keeps wobbling with every scene, and re-reporting it would make the cost of
+        # a scene grow with the number of sites the city ever confirmed.
+        return False
     return abs(new.confidence - prev.confidence) >= rules.confidence_step
 
 

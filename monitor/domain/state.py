@@ -141,7 +141,7 @@ class StateParams:
     site_link_px: int = 2
     site_split_days: int = 90
     site_min_px: int = 10
-    site_confidence_step: float = 0.05
+    site_confidence_step: float = 0.1
     # References.
     s2_reference_count: int = 3
     # False: the references follow only pixels with no evidence at all (S = 0); True: also

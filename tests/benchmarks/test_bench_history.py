@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +104,12 @@ def test_publish_and_alerting_per_scene_do_not_grow_with_history(tmp_path: Path)
     def cost(rs: list[dict]) -> float:
         return float(np.median([r["publish_s"] + r["alerting_s"] for r in rs]))
 
+    def summary(rs: list[dict]) -> dict[str, float]:
+        return {"scenes": len(rs), "median_publish_plus_alerting_s": cost(rs),
+                "median_publish_s": float(np.median([r["publish_s"] for r in rs])),
+                "median_alerting_s": float(np.median([r["alerting_s"] for r in rs])),
+                "mean_sites_reported": float(np.mean([r["sites"] for r in rs]))}
+
     mpx = archive.grid.n_pixels / 1e6
     s2 = [r for r in rows if r["modality"] == "s2"]
     stage_costs = {
@@ -115,16 +121,73 @@ def test_publish_and_alerting_per_scene_do_not_grow_with_history(tmp_path: Path)
     }
     result = {
         "city_mpx": mpx, "scenes": len(rows), "alerts": alerts,
-        "month_one": {"scenes": len(month_one), "median_publish_plus_alerting_s": cost(month_one)},
-        "last_month": {"scenes": len(last_month), "median_publish_plus_alerting_s": cost(last_month)},
+        "month_one": summary(month_one), "last_month": summary(last_month),
         "ratio": cost(last_month) / cost(month_one),
         "largest_change_event_bytes": max(r["bytes"] for r in rows),
         "median_no_change_event_bytes": float(np.median([r["bytes"] for r in rows if not r["sites"]])),
         "stage_costs": stage_costs,
     }
     OUT.mkdir(parents=True, exist_ok=True)
+    def per_site(rs: list[dict]) -> float:
+        moved = [r for r in rs if r["sites"]]
+        return float(np.median([(r["publish_s"] + r["alerting_s"]) / r["sites"] for r in moved]))
+
+    result["per_reported_site_s"] = {"month_one": per_site(month_one),
+                                     "last_month": per_site(last_month)}
     (OUT / "history.json").write_text(json.dumps(result, indent=1))
+    (OUT / "history-scenes.json").write_text(json.dumps(rows))
     (OUT / "stage-costs.json").write_text(json.dumps(stage_costs, indent=1))
     print(json.dumps(result, indent=1))
     assert result["ratio"] <= 1.3, "publish + alerting grew with the city's history"
     assert result["median_no_change_event_bytes"] <= 4096
+
+
+@pytest.mark.benchmark
+def test_folding_a_change_event_costs_the_same_with_100_or_20000_alerts(tmp_path: Path) -> None:
+    """The same ChangeEvent (5 sites) folded into a city that has 100, then 20,000 alerts
+    (years of history): the alerting reads only the alerts of those sites (by id)."""
+    from datetime import date as _date
+
+    from shapely.geometry import box, mapping
+
+    from monitor.adapters.database import Database
+    from monitor.domain.alerts import AlertRules
+    from monitor.domain.events import ChangeData, ChangeSite
+    from monitor.domain.records import StoredAlert
+    from monitor.pipeline.alerting import apply_change_event
+
+    def site(i: int, status: str = "provisional") -> ChangeSite:
+        g = box(3.3 + i * 1e-3, 6.5, 3.3 + i * 1e-3 + 5e-4, 6.5005)
+        return ChangeSite(site_id=str(i), status=status, geometry=dict(mapping(g)),  # type: ignore[arg-type]
+                          bbox=list(g.bounds), n_pixels=30, area_m2=3000.0,
+                          first_detected=_date(2024, 1, 1), change_date=_date(2023, 12, 20),
+                          confidence=0.4)
+
+    timings = {}
+    for n_alerts in (100, 20_000):
+        db = Database(f"sqlite:///{tmp_path / f'h{n_alerts}.db'}")
+        db.init_schema()
+        geom = dict(mapping(box(3.3, 6.5, 3.3005, 6.5005)))
+        rows = [StoredAlert(id=f"old-{i}", city_id="c", status="confirmed", geometry=geom,
+                            area_m2=3000.0, first_detected=_date(2020, 1, 1), confidence=0.9,
+                            model_version="m", site_id=str(100_000 + i)) for i in range(n_alerts)]
+        for start in range(0, n_alerts, 2000):
+            db.save_alert_changes(rows[start:start + 2000], [], folded=None)
+        costs = []
+        for k in range(20):
+            change = ChangeData(city_id="c", scene_event_id=f"s{k}", scene_ids=[f"S2_{k}"],
+                                modality="s2", acquired=datetime(2024, 1, 1 + k % 28),
+                                model_version="m", state_version=k + 1, valid_fraction=0.9,
+                                pixels={}, sites=[site(5 * k + j) for j in range(5)])
+            t = time.perf_counter()
+            apply_change_event(db, change, rules=AlertRules(), alerts_topic="urban.alerts.v1",
+                               event_id=f"e{k}")
+            costs.append(time.perf_counter() - t)
+        timings[n_alerts] = float(np.median(costs))
+        db.dispose()
+    ratio = timings[20_000] / timings[100]
+    out = {"median_fold_s": timings, "ratio": ratio}
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "history-alerting.json").write_text(json.dumps(out, indent=1))
+    print(json.dumps(out, indent=1))
+    assert ratio <= 1.3
