@@ -10,7 +10,8 @@ layer                   dtype   nodata  value
 status                  uint8   255     lifecycle code (:data:`STATUS_CLASSES`)
 first_detection_date    uint16  0       day of the first detection
 confirmation_date       uint16  0       day the change was confirmed
-change_date             uint16  0       estimated day of the change (CUSUM change point)
+change_date             uint16  0       estimated day of the change (CUSUM change point);
+                                        only where a change was detected (status > 0)
 confidence              uint8   255     0..100, evidence relative to the confirmation level
 clear_count             uint8   none    clear Sentinel-2 observations (saturates at 255)
 last_clear_date         uint16  0       day of the last clear Sentinel-2 observation
@@ -93,8 +94,8 @@ LAYERS: tuple[LayerSpec, ...] = (
     LayerSpec("confirmation_date", "uint16", 0, "Confirmation date",
               "day the change was confirmed; 0 = not confirmed", DAY_UNIT),
     LayerSpec("change_date", "uint16", 0, "Estimated change date",
-              "estimated day of the change: the change point of the evidence; 0 = none",
-              DAY_UNIT),
+              "estimated day of the change: the change point of the evidence, where a "
+              "change was detected (status > 0); 0 = none", DAY_UNIT),
     LayerSpec("confidence", "uint8", 255, "Confidence",
               "0-100: change evidence relative to the confirmation threshold (a confirmed "
               "pixel is at least 50, a retracted or withdrawn one at most 50)", "percent",
@@ -150,11 +151,15 @@ def build_layers(state: CityState) -> dict[str, np.ndarray]:
     """The layer arrays of ``state`` (H, W), in :data:`LAYERS` order; values as documented
     above, equal to the state's own arrays (dates are the state's uint16 days)."""
     confidence = np.rint(np.clip(state.confidence(), 0.0, 1.0) * 100).astype(np.uint8)
+    status = np.asarray(state.status, dtype=np.uint8)
+    # The state keeps the start of a running evidence run on pixels not detected yet: that
+    # is no estimate of a change, so the layer has a date only where a change was detected.
+    change_date = np.where(status != int(Status.NONE), state.change_day, 0).astype(np.uint16)
     arrays = {
-        "status": np.asarray(state.status, dtype=np.uint8),
+        "status": status,
         "first_detection_date": np.asarray(state.first_day, dtype=np.uint16),
         "confirmation_date": np.asarray(state.confirm_day, dtype=np.uint16),
-        "change_date": np.asarray(state.change_day, dtype=np.uint16),
+        "change_date": change_date,
         "confidence": confidence,
         "clear_count": np.asarray(state.s2_count, dtype=np.uint8),
         "last_clear_date": np.asarray(state.last_clear_day, dtype=np.uint16),

@@ -50,7 +50,9 @@ def test_layers_hold_the_state_values() -> None:
     a["confirm_lag"][0, 0] = 11
     a["s2_count"][0, 0] = 17
     a["last_clear"][0, 0] = 3800
+    a["change_day"][0, :4] = [3590, 3690, 3490, 3480]  # [0, 3]: an undetected running run
     layers = build_layers(state)
+    assert layers["change_date"][0, :4].tolist() == [3590, 3690, 3490, 0]
     assert tuple(layers) == LAYER_NAMES
     assert layers["status"][0, :3].tolist() == [3, 1, 4]
     assert layers["first_detection_date"][0, 0] == 3600
