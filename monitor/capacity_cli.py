@@ -51,7 +51,7 @@ def _cmd_capacity(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "capacity", help="what watching every urban centre on Earth takes (a simulated day)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import shapely
 from pyproj import Transformer
@@ -37,7 +37,7 @@ from shapely.geometry.base import BaseGeometry
 
 from monitor.domain.events import ChangeSite, deterministic_id
 from monitor.domain.grid import utm_epsg_for
-from monitor.domain.vocabulary import ALERT_STATUSES
+from monitor.domain.vocabulary import ALERT_STATUSES, AlertStatus
 from monitor.errors import AlertError
 
 STATUSES = ALERT_STATUSES
@@ -143,7 +143,7 @@ def fold_site(existing: Alert | None, site: ChangeSite, *, city_id: str, model_v
             model_version=model_version, scene_ids=_merge_ids((), scene_ids),
             site_id=site.site_id)
     if existing.status in ("confirmed", "withdrawn") and status not in ("confirmed", "withdrawn"):
-        status = existing.status  # confirmed is final: never back to first/provisional/retracted
+        status = cast(AlertStatus, existing.status)  # confirmed is final: never back to first/provisional/retracted
     if existing.status == "withdrawn":
         status = "withdrawn"
     new_geometry = geometry if geometry is not None else existing.geometry

@@ -29,7 +29,6 @@ longitude (a mixture matching Asia, Europe/Africa and the Americas).
 
 from __future__ import annotations
 
-import heapq
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any

@@ -249,18 +249,19 @@ def update_sites(status: np.ndarray, site: np.ndarray, first_day: np.ndarray,
             bounds[int(lab_sorted[s0])] = order[s0:e0]
     for k in ids.tolist():
         prev = table.get(k)
-        idx = bounds.get(k)
-        n_a = int(idx.size) if idx is not None else 0
+        members = bounds.get(k)
+        n_a = int(members.size) if members is not None else 0
         nc = int(n_conf[k]) if k < n_lab else 0
         npv = int(n_prov[k]) if k < n_lab else 0
         status_k = _site_status(prev, n_a, npv, nc, rules)
-        if idx is None or n_a == 0:
+        if members is None or n_a == 0:
             if prev is None:
                 continue
             summary = replace(prev, status=status_k, n_pixels=0, n_confirmed=0,
                               closed_day=prev.closed_day or day) \
                 if status_k != prev.status else prev
         else:
+            idx = members
             footprint = idx[conf_mask[idx]] if status_k in ("confirmed", "withdrawn") and nc else idx
             fr, fc = rows[footprint], cols[footprint]
             cdays = conf_days[idx][conf_mask[idx]]

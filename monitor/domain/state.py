@@ -21,180 +21,50 @@ O(pixels of the grid), never O(history). Dates are ``uint16`` days since 2014-01
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
 
-import numba
 import numpy as np
 
 from monitor.domain.grid import CityGrid
 from monitor.domain.sites import (
-    SiteRules,
     SiteSummary,
     table_from_json,
     table_to_json,
     update_sites,
 )
+from monitor.domain.state_kernel import (  # noqa: F401  (re-exported)
+    _N_STATUS,
+    _RUN_COUNT_MASK,
+    _RUN_FLAGS_MASK,
+    EVIDENCE_SCALE,
+    RUN_S1_BIT,
+    RUN_S2_BIT,
+    S1_SCALE,
+    S2_SCALE,
+    STATUS_CONFIRMED,
+    STATUS_FIRST,
+    STATUS_NONE,
+    STATUS_PROVISIONAL,
+    STATUS_RETRACTED,
+    STATUS_WITHDRAWN,
+    _apply_kernel,
+    _llr_table,
+    _transitions_dict,
+)
+from monitor.domain.state_params import StateParams  # noqa: F401  (re-exported)
 
 # The day epoch, its conversions and the status codes are defined once, in the
 # vocabulary; importing them here keeps ``monitor.domain.state.Status`` (etc.) working.
 from monitor.domain.vocabulary import DAY_EPOCH as EPOCH  # noqa: F401
 from monitor.domain.vocabulary import Status, date_to_day, day_to_date
-from monitor.errors import ConfigError, ObservationError, StateError
+from monitor.errors import ObservationError, StateError
 
 S2_N_BANDS = 6
 STATE_FORMAT_VERSION = 2  # 2: per-pixel site ids and the site table
 
 Modality = Literal["s1", "s2"]
-
-
-STATUS_NONE = int(Status.NONE)
-STATUS_FIRST = int(Status.FIRST)
-STATUS_PROVISIONAL = int(Status.PROVISIONAL)
-STATUS_CONFIRMED = int(Status.CONFIRMED)
-STATUS_RETRACTED = int(Status.RETRACTED)
-STATUS_WITHDRAWN = int(Status.WITHDRAWN)
-_N_STATUS = len(Status)
-
-# The ``run`` byte: bits 0-5 count the anomalous observations (LLR > 0) of the current
-# CUSUM run (saturating at 63); bit 6 is set when S2 contributed one, bit 7 when S1 did.
-_RUN_COUNT_MASK = 0x3F
-RUN_S2_BIT = 0x40
-RUN_S1_BIT = 0x80
-_RUN_FLAGS_MASK = RUN_S2_BIT | RUN_S1_BIT
-# LLR lookup tables: p(change) is quantised to this many bins (finer than any model's
-# calibration) so that an update needs no logarithm.
-_LUT_SIZE = 4096
-_P_EPS = 1e-4
-# Fixed-point storage (uint16) of the continuous per-pixel quantities: predictable
-# precision, half the bytes of float32, and usable from the compiled update kernel.
-EVIDENCE_SCALE = 2048.0  # evidence 0..31.99 in steps of 0.0005
-S2_SCALE = 50000.0  # reflectance 0..1.31 in steps of 2e-5
-S1_SCALE = 65535.0  # scaled dB 0..1 in steps of 1.5e-5 (5e-4 dB)
-
-
-@dataclass(frozen=True)
-class StateParams:
-    """Every tunable of the change state. Defaults: see STATE.md for where they came from.
-
-    LLR mapping per modality: ``LLR = clip(slope * logit(p) + offset, -llr_clip, llr_clip)``,
-    the log-likelihood ratio change/no-change of a model output ``p``, fitted by logistic
-    calibration on data with truth (``monitor.domain.calibration.fit_llr``). ``weight``
-    discounts a modality whose successive outputs are not independent (S1 running means).
-    """
-
-    # Calibrated on the synthetic archive var/synthetic/state-calib (3 km, 2019-2021, seed 7,
-    # 14 construction sites, cropland/vegetation/seasonal-water confusers) with the shipped
-    # all-city ONNX change models (change_s2@1.0.0+a2c28a88, change_s1@1.0.0+3e2447d9):
-    #   python -m models.calibrate_state --exact      (var/calibration/*/state_calibration.json)
-    # LLR mapping: balanced logistic fit of truth on logit(p); S1 weight and h_confirm: best
-    # object F1 of an exact replay over s1_weight {0, .25, .5} x h_confirm {7, 9}:
-    #   s1_weight 0 / h 9: object F1 0.52, 11 of 14 sites, 17 false alert regions (chosen);
-    #   s1_weight .25 / h 9: object F1 0.41, 12 of 14 sites, 24 false regions.
-    # With these S1 models the radar evidence costs more false alerts than it finds sites,
-    # so it gets no weight: S1 scenes still keep the per-orbit references up to date, and
-    # the worker skips running the S1 model while the weight is 0. The real OPERA RTC series
-    # (no construction) stays free of any alert at S1 weight 0.25 and 0.5 as well.
-    # Re-run it whenever the change models are retrained (see STATE.md).
-    s2_llr_slope: float = 1.5
-    s2_llr_offset: float = 5.8
-    s1_llr_slope: float = 0.681
-    s1_llr_offset: float = 0.983
-    s2_weight: float = 1.0
-    s1_weight: float = 0.0
-    llr_clip: float = 3.0
-    # CUSUM thresholds on the evidence (natural-log units) and its cap. h_first and
-    # h_provisional: RADD-like early warnings (one and two strong observations);
-    # h_confirm: calibrated (above); the cap (h_confirm + 3) bounds how long a confirmed
-    # or open alert takes to drain.
-    h_first: float = 2.0
-    h_provisional: float = 4.0
-    h_confirm: float = 9.0
-    evidence_cap: float = 12.0
-    # Anomalous observations in the current run: promote to provisional / needed to confirm.
-    n_provisional: int = 2
-    n_confirm: int = 3
-    # ... and the run must have lasted this long (days since it left zero): seasonal
-    # excursions (harvests, floods) are shorter than a construction site is bare. 60/120
-    # helped the classical baselines (fewer cropland alerts) but not the learned models,
-    # whose calibration chose 0 (no extra delay).
-    min_confirm_days: int = 0
-    # A first/provisional alert must confirm within this many days or it is retracted.
-    window_days: int = 180
-    # A confirmed pixel is retracted only after its evidence has drained to zero and at
-    # least this many days have passed since confirmation (0 disables un-confirming).
-    unconfirm_after_days: int = 365
-    # A scene older than the last applied scene of its stream by more than this is 'late'.
-    late_after_days: int = 30
-    # The baseline period: the first ``baseline_days`` of each stream (S2, each S1 orbit),
-    # counted from its first applied scene, only build the references; no model is run and
-    # no evidence accrues, so nothing alerts from warm-up. ``urban-monitor run`` backfills
-    # this much archive before its --start (90 days: ~18 S2 passes, 6-9 of them clear per
-    # pixel; ~8 S1 passes per orbit, what the S1 reference needs).
-    baseline_days: int = 90
-    # Sites (monitor.domain.sites): active pixels within ``site_link_px`` belong to one
-    # site unless their change dates differ by more than ``site_split_days``; a site is
-    # reported from ``site_min_px`` footprint pixels and confirms with that many confirmed
-    # pixels (10 px = 0.1 ha, the minimum mapping unit); smaller confidence moves than
-    # ``site_confidence_step`` are not reported.
-    site_link_px: int = 2
-    site_split_days: int = 90
-    site_min_px: int = 10
-    site_confidence_step: float = 0.1
-    # References.
-    s2_reference_count: int = 3
-    # False: the references follow only pixels with no evidence at all (S = 0); True: also
-    # pixels without an open alert whose observation looked normal (LLR <= 0), so slow
-    # drifts (phenology, soil moisture, haze) are followed before they add up to evidence.
-    reference_follows_normal: bool = True
-    s2_reference_alpha: float = 0.25
-    s1_reference_count: int = 8
-    s1_reference_alpha: float = 0.05
-    s1_current_alpha: float = 0.25
-    n_orbits: int = 2
-
-    def __post_init__(self) -> None:
-        problems: list[tuple[str, str]] = []
-        if not 0 < self.h_first <= self.h_provisional <= self.h_confirm <= self.evidence_cap:
-            problems.append(("h_first", "need 0 < h_first <= h_provisional <= h_confirm <= evidence_cap"))
-        if self.evidence_cap > 65535 / EVIDENCE_SCALE:
-            problems.append(("evidence_cap", f"must be <= {65535 / EVIDENCE_SCALE:.2f}"))
-        if self.min_confirm_days < 0 or self.min_confirm_days > self.window_days:
-            problems.append(("min_confirm_days", "must be 0..window_days"))
-        if not 1 <= self.window_days <= 254:
-            problems.append(("window_days", "must be 1..254 (confirmation lag is stored in a byte)"))
-        if not 1 <= self.n_provisional <= 63 or not 1 <= self.n_confirm <= 63:
-            problems.append(("n_confirm", "anomalous-observation counts must be 1..63"))
-        if not 1 <= self.s2_reference_count <= 255 or not 1 <= self.s1_reference_count <= 255:
-            problems.append(("s2_reference_count", "reference counts must be 1..255"))
-        for name in ("s2_reference_alpha", "s1_reference_alpha", "s1_current_alpha"):
-            if not 0 < getattr(self, name) <= 1:
-                problems.append((name, "must be in (0, 1]"))
-        if self.s2_weight < 0 or self.s1_weight < 0 or self.llr_clip <= 0:
-            problems.append(("s2_weight", "weights must be >= 0 and llr_clip > 0"))
-        if not 0 <= self.n_orbits <= 8:
-            problems.append(("n_orbits", "must be 0..8"))
-        if self.late_after_days < 0 or self.unconfirm_after_days < 0 or self.baseline_days < 0:
-            problems.append(("late_after_days", "day counts must be >= 0"))
-        if self.site_link_px < 0 or self.site_split_days < 0 or self.site_min_px < 1:
-            problems.append(("site_min_px", "site_link_px, site_split_days >= 0, site_min_px >= 1"))
-        if problems:
-            key, problem = problems[0]
-            raise ConfigError("state parameters", key, problem, "fix the StateParams values")
-
-    def site_rules(self) -> SiteRules:
-        return SiteRules(link_px=self.site_link_px, split_days=self.site_split_days,
-                         min_confirmed_px=self.site_min_px, min_report_px=self.site_min_px,
-                         confidence_step=self.site_confidence_step)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> StateParams:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass(frozen=True)
@@ -237,13 +107,6 @@ class UpdateResult:
     @property
     def applied(self) -> bool:
         return self.outcome == "applied"
-
-
-def _llr_table(slope: float, offset: float, weight: float, clip: float) -> np.ndarray:
-    centres = (np.arange(_LUT_SIZE, dtype=np.float64) + 0.5) / _LUT_SIZE
-    centres = np.clip(centres, _P_EPS, 1 - _P_EPS)
-    llr = np.clip(slope * np.log(centres / (1 - centres)) + offset, -clip, clip)
-    return (weight * llr).astype(np.float32)
 
 
 _ARRAY_SPECS: dict[str, tuple[str, str]] = {
@@ -677,11 +540,10 @@ class CityState:
             last_clear = a["last_clear"]
             last_clear[clear] = np.maximum(last_clear[clear], np.uint16(day))
         self.applied[obs.scene_id] = (stream, day)
-        if stream not in self.first_stream_day or day < self.first_stream_day[stream]:
-            if stream not in self.last_day:  # a state from before baselines keeps none
-                self.first_stream_day[stream] = day
-            elif stream in self.first_stream_day:
-                self.first_stream_day[stream] = day
+        # (a state saved before baselines existed keeps none for its old streams)
+        if ((stream not in self.first_stream_day or day < self.first_stream_day[stream])
+                and (stream not in self.last_day or stream in self.first_stream_day)):
+            self.first_stream_day[stream] = day
         self.last_day[stream] = max(last, day)
         self._prune_applied()
         reported = self._update_sites(status_before, day)
@@ -705,138 +567,3 @@ class CityState:
         self.last_reported = reported
         return reported
 
-
-# The update kernel: one pass over the pixels, each pixel's whole lifecycle step in
-# straight-line code (numba-compiled; a numpy version with masks was ~10 Mpx/s, dominated
-# by temporaries). Arrays are flat views of the state; it writes them in place.
-@numba.njit(cache=True, nogil=True, error_model="numpy",
-            fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
-def _apply_kernel(values, valid, p_change, has_p, lut, status, run, evidence, first_day,
-                  change_day, confirm_lag, count, ref, cur, has_cur, day, modality_bit,
-                  k_ref, alpha_ref, alpha_cur, scale, vmax, h_first, h_prov, h_conf, cap,
-                  n_prov, n_conf, min_days, window, unconfirm_after, follow_normal,
-                  transitions):  # pragma: no cover
-    n_pix = status.size
-    n_band = values.shape[0]
-    lut_n = lut.size
-    ev_scale = EVIDENCE_SCALE
-    inv_ev_scale = 1.0 / EVIDENCE_SCALE
-    inv_scale = np.float32(1.0 / scale)
-    f_scale = np.float32(scale)
-    f_vmax = np.float32(vmax)
-    f_alpha_ref = np.float32(alpha_ref)
-    f_alpha_cur = np.float32(alpha_cur)
-    zero = np.float32(0.0)
-    one = np.float32(1.0)
-    half = np.float32(0.5)
-    # Pass 1 (vectorised): which pixels are observations at all.
-    ok = np.empty(n_pix, dtype=np.bool_)
-    for i in range(n_pix):
-        ok[i] = valid[i]
-    for b in range(n_band):
-        for i in range(n_pix):
-            ok[i] = ok[i] & np.isfinite(values[b, i])
-    # Pass 2 (per pixel, branchy): evidence, lifecycle, and the reference update rate.
-    rate_ref = np.empty(n_pix, dtype=np.float32)
-    rate_cur = np.empty(n_pix if has_cur else 1, dtype=np.float32)
-    n_valid = 0
-    n_evid = 0
-    for i in range(n_pix):
-        s_old = status[i]
-        s = s_old
-        ev_q = evidence[i]
-        r = run[i]
-        rate = zero
-        normal = True  # this observation gave no positive evidence
-        # An alert that did not confirm within the window is retracted, observed or not.
-        if (s == 1 or s == 2) and day - np.int64(first_day[i]) > window:
-            s = 4
-            ev_q = 0
-            r = 0
-        if ok[i]:
-            n_valid += 1
-            cnt = count[i]
-            if has_p and cnt >= k_ref and np.isfinite(p_change[i]):
-                n_evid += 1
-                pb = p_change[i] * lut_n
-                idx = 0 if pb < 0 else (lut_n - 1 if pb >= lut_n else np.int64(pb))
-                llr = lut[idx]
-                normal = llr <= 0
-                ev = ev_q * inv_ev_scale
-                new = min(max(ev + llr, 0.0), cap)
-                new_q = np.uint16(np.int64(new * ev_scale + 0.5))
-                if ev_q == 0 and new_q > 0 and s != 3:
-                    change_day[i] = day  # the run leaves zero: the estimated time of change
-                if new_q == 0:
-                    r = 0
-                elif llr > 0:
-                    c = r & 0x3F
-                    if c < 0x3F:
-                        c += 1
-                    r = (r & 0xC0) | c | modality_bit
-                ev_q = new_q
-                c = r & 0x3F
-                if (s == 0 or s == 4 or s == 5) and new >= h_first:
-                    s = 1
-                    first_day[i] = day
-                    confirm_lag[i] = 0
-                if s == 1 and (new >= h_prov or c >= n_prov):
-                    s = 2
-                if s == 1 or s == 2:
-                    lag = day - np.int64(first_day[i])
-                    lasted = day - np.int64(change_day[i])
-                    if new >= h_conf and c >= n_conf and lag <= window and lasted >= min_days:
-                        s = 3
-                        confirm_lag[i] = max(lag, 0) + 1
-                    elif new_q == 0:
-                        s = 4
-                elif s == 3 and new_q == 0 and unconfirm_after > 0:
-                    since = day - (np.int64(first_day[i]) + np.int64(confirm_lag[i]) - 1)
-                    if since >= unconfirm_after:
-                        s = 5  # withdrawn: a confirmation is never silently undone
-            # References: the first k_ref valid observations are averaged, then an EWMA
-            # follows pixels where nothing is going on (no evidence, no open alert).
-            if cnt < k_ref:
-                rate = one / (np.float32(cnt) + one)
-            elif (s == 0 or s == 4 or s == 5) and (ev_q == 0 or (follow_normal and normal)):
-                rate = f_alpha_ref
-            if has_cur:
-                rate_cur[i] = one / (np.float32(cnt) + one) if cnt < k_ref else f_alpha_cur
-            if cnt < 255:
-                count[i] = cnt + 1
-        elif has_cur:
-            rate_cur[i] = zero
-        rate_ref[i] = rate
-        evidence[i] = ev_q
-        run[i] = r
-        if s != s_old:
-            # only changes are counted: a counter bumped for every pixel would chain each
-            # iteration to the previous one through memory
-            status[i] = s
-            transitions[s_old, s] += 1
-    # Pass 3 (vectorised): the EWMAs. A zero rate rewrites the same fixed-point value.
-    for b in range(n_band):
-        for i in range(n_pix):
-            old = np.float32(ref[b, i]) * inv_scale
-            rt = rate_ref[i]
-            x = min(max(values[b, i], zero), f_vmax)
-            d = rt * (x - old) if rt > zero else zero
-            ref[b, i] = np.uint16(np.int32((old + d) * f_scale + half))
-    if has_cur:
-        for i in range(n_pix):
-            old = np.float32(cur[i]) * inv_scale
-            rt = rate_cur[i]
-            x = min(max(values[0, i], zero), f_vmax)
-            d = rt * (x - old) if rt > zero else zero
-            cur[i] = np.uint16(np.int32((old + d) * f_scale + half))
-    return (n_valid, n_evid)
-
-
-def _transitions_dict(table: np.ndarray) -> dict[str, int]:
-    out = {}
-    for before in range(_N_STATUS):
-        for after in range(_N_STATUS):
-            if before != after and table[before, after]:
-                key = f"{Status(before).name.lower()}->{Status(after).name.lower()}"
-                out[key] = int(table[before, after])
-    return out

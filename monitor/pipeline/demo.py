@@ -205,7 +205,8 @@ def _replay(settings: Settings, opts: DemoOptions, archive: Archive, run_dir: Pa
         # The city's grid is the archive's grid (same CRS, origin, size).
         cfg = settings.cities[0]
         city = City(DEMO_CITY_ID, cfg.name, archive.aoi, archive.grid, population=cfg.population)
-        runtime = build_runtime(settings, bus=EmbeddedBus(settings.bus.partitions),
+        bus = EmbeddedBus(settings.bus.partitions)
+        runtime = build_runtime(settings, bus=bus,
                                 cities={DEMO_CITY_ID: city})
         try:
             worker = build_worker(runtime)
@@ -253,7 +254,7 @@ def _replay(settings: Settings, opts: DemoOptions, archive: Archive, run_dir: Pa
                 from monitor.domain.events import AlertData, parse_event
 
                 history = [e.data for e in (parse_event(m.value) for m in
-                                            runtime.bus.records(settings.bus.alerts_topic))
+                                            bus.records(settings.bus.alerts_topic))
                            if isinstance(e.data, AlertData)]
                 result.score = _score(state, archive, history or list(alerts))
                 result.report = _write_report(settings, state, alerts, archive, result, opts)

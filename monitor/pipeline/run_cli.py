@@ -39,7 +39,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser(
         "run", help="process one city over a past period, then exit (backfill + inference + "
                     "alerting + summary)",

@@ -344,7 +344,7 @@ def _build_locked(data_root: Path, city: str, s1_root: Path | None, root: Path,
     n_workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     bar = tqdm(total=len(s2_plans) + len(s1_plans), unit="scene", disable=not progress,
                desc=f"stream {city}")
-    args = (str(data_root), city, s1_arg, params, str(root), archive_hash)
+    args: tuple[Any, ...] = (str(data_root), city, s1_arg, params, str(root), archive_hash)
     try:
         if n_workers <= 1:
             for fn, chunk in jobs:
@@ -353,7 +353,7 @@ def _build_locked(data_root: Path, city: str, s1_root: Path | None, root: Path,
                 bar.update(len(chunk))
         else:
             with ProcessPoolExecutor(max_workers=n_workers) as pool:
-                futures = [(pool.submit(fn, *args, chunk), len(chunk)) for fn, chunk in jobs]
+                futures = [(pool.submit(fn, *(*args, chunk)), len(chunk)) for fn, chunk in jobs]
                 for fut, n in futures:
                     items = fut.result()
                     results[items[0]["collection"]].extend(items)

@@ -85,7 +85,7 @@ def _cmd_streams(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate = subparsers.add_parser(
         "evaluate", help="benchmarks of the whole system against ground truth")
     sub = evaluate.add_subparsers(dest="evaluate_command", metavar="BENCHMARK", required=True)

@@ -229,7 +229,7 @@ def render_s2(surface: np.ndarray, inside: np.ndarray, plan: S2Plan, seed: int,
     """One S2 L2A scene of ``surface`` (B, H, W reflectance): DN, SCL and percentages."""
     rng = np.random.default_rng([seed, 5, plan.index])
     n_band, h, w = surface.shape
-    gain = float(rng.normal(1.0, 0.03)) * rng.normal(1.0, 0.01, n_band).astype(np.float32)
+    gain = float(rng.normal(1.0, 0.03)) * np.asarray(rng.normal(1.0, 0.01, n_band), dtype=np.float32)
     aod = float(rng.lognormal(math.log(0.1), 0.6))
     haze = (aod / 0.1) * np.clip(1 + 0.4 * smooth_noise(rng, (h, w), max(h, w) / 3, 2), 0, None)
     toa = surface * gain[:, None, None] + HAZE_SPECTRUM[:n_band, None, None] * haze

@@ -31,7 +31,7 @@ def test_publish_and_alerting_per_scene_do_not_grow_with_history(tmp_path: Path)
     from monitor.adapters.bus_embedded import EmbeddedBus
     from monitor.adapters.stac_server import StacServer
     from monitor.domain.city import City
-    from monitor.domain.events import CHANGE_TYPE, ChangeData, parse_event
+    from monitor.domain.events import ChangeData, parse_event
     from monitor.domain.state import StateParams
     from monitor.pipeline.alerting import AlertingHandler
     from monitor.pipeline.runtime import build_runtime, build_worker, discovery_cycle

@@ -11,10 +11,10 @@ import pytest
 
 from monitor.domain.events import (
     ALERT_TYPE,
+    CHANGE_TYPE,
     SCENE_TYPE,
     AlertData,
     Asset,
-    CHANGE_TYPE,
     ChangeData,
     ChangeSite,
     SceneData,

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from shapely.geometry import box
 
+from monitor.adapters.vectorise import site_reports
 from monitor.domain.city import City
 from monitor.domain.events import CHANGE_TYPE, CloudEvent, SceneData, parse_event, scene_event
 from monitor.domain.grid import CityGrid
 from monitor.domain.scenes import scene_from_item
 from monitor.domain.state import StateParams
 from monitor.errors import SceneReadError, StateError
-from monitor.adapters.vectorise import site_reports
 from monitor.pipeline.inference import InferenceWorker
 from monitor.ports import SceneRaster
 from tests.unit.fakes import (
