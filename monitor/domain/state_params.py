@@ -22,19 +22,12 @@ class StateParams:
     discounts a modality whose successive outputs are not independent (S1 running means).
     """
 
-    # Calibrated on the synthetic archive var/synthetic/state-calib (3 km, 2019-2021, seed 7,
-    # 14 construction sites, cropland/vegetation/seasonal-water confusers) with the shipped
-    # all-city ONNX change models (change_s2@1.0.0+a2c28a88, change_s1@1.0.0+3e2447d9):
-    #   python -m models.calibrate_state --exact      (var/calibration/*/state_calibration.json)
-    # LLR mapping: balanced logistic fit of truth on logit(p); S1 weight and h_confirm: best
-    # object F1 of an exact replay over s1_weight {0, .25, .5} x h_confirm {7, 9}:
-    #   s1_weight 0 / h 9: object F1 0.52, 11 of 14 sites, 17 false alert regions (chosen);
-    #   s1_weight .25 / h 9: object F1 0.41, 12 of 14 sites, 24 false regions.
-    # With these S1 models the radar evidence costs more false alerts than it finds sites,
-    # so it gets no weight: S1 scenes still keep the per-orbit references up to date, and
-    # the worker skips running the S1 model while the weight is 0. The real OPERA RTC series
-    # (no construction) stays free of any alert at S1 weight 0.25 and 0.5 as well.
-    # Re-run it whenever the change models are retrained (see STATE.md).
+    # LLR mapping of the shipped 2.0.0 models (Platt-calibrated p in their graphs):
+    # provisional values from the held-out fold predictions on the real-imagery streams
+    # (STATE.md, "Parameters and where they came from"). S1 alone carries no weight (it
+    # added more false alerts than sites); radar enters through the dual-stream model,
+    # which scores S2 scenes with an S1 orbit seen within 45 days. Re-fit whenever the
+    # change models are retrained (monitor/streams/calibrate.py).
     s2_llr_slope: float = 1.5
     s2_llr_offset: float = 5.8
     s1_llr_slope: float = 0.681

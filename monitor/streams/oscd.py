@@ -16,13 +16,14 @@ city configured with that footprint.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.transform import Affine
 from rasterio.warp import Resampling, reproject
 from shapely.geometry import Polygon, box
@@ -150,8 +151,10 @@ def load_oscd_city(root: Path | str, city: str, s1_root: Path | str | None = Non
     if not labels:
         raise StreamError(f"no change label cm/{city}-cm.tif in {folder}",
                           "the OSCD labels come with the dataset's train/test label archives")
-    with rasterio.open(labels[0]) as src:
-        cm = src.read(1)
+    with warnings.catch_warnings():  # OSCD labels carry no geotransform: on the 10 m grid
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(labels[0]) as src:
+            cm = src.read(1)
     if cm.shape != shape:
         raise StreamError(f"label {labels[0]} is {cm.shape}, the 10 m bands are {shape}",
                           "use the label of this city")

@@ -28,6 +28,7 @@ rendered in any order or in parallel and give the same bytes.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -208,8 +209,11 @@ def block_mean(a: np.ndarray) -> np.ndarray:
     if h % 2 or w % 2:
         a = np.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, h % 2), (0, w % 2)], mode="edge")
     stack = np.stack([a[..., ::2, ::2], a[..., 1::2, ::2], a[..., ::2, 1::2], a[..., 1::2, 1::2]])
-    with np.errstate(invalid="ignore"):
-        return np.nanmean(stack, axis=0) if np.isnan(stack).any() else stack.mean(axis=0)
+    if not np.isnan(stack).any():
+        return stack.mean(axis=0)
+    with warnings.catch_warnings():  # all four NaN -> NaN, as intended: no warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(stack, axis=0)
 
 
 def _upsample2(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
