@@ -8,6 +8,7 @@ in a deployment file must not turn into a default.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -190,6 +191,28 @@ class AlertingSettings(_Strict):
                                            "failing this long after it was queued is 'failed'")
     dispatch_interval_s: float = Field(default=1.0, gt=0)
     dispatch_batch: int = Field(default=100, ge=1)
+    webhook_allow_private: list[str] = Field(
+        default_factory=list, description="webhook targets allowed although they are not "
+        "public (SSRF guard): IP addresses, CIDR networks (10.1.0.0/16) or exact host names; "
+        "empty = public addresses only")
+
+    @field_validator("webhook_allow_private")
+    @classmethod
+    def _check_allow(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in value:
+            text = entry.strip()
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", text):
+                    raise ValueError(f"'{entry}' is neither an IP address, a CIDR network "
+                                     "nor a host name") from None
+        return value
+
+
+MIN_API_KEY_LENGTH = 16
 
 
 class ApiSettings(_Strict):
@@ -198,8 +221,10 @@ class ApiSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     title: str = "Urban Monitor"
-    api_keys: list[str] = Field(default_factory=list, description="keys allowed to write "
-                                "(header X-API-Key); none = writes are refused")
+    api_keys: list[SecretStr] = Field(
+        default_factory=list, description="keys allowed to write and to read subscriptions "
+        f"(header X-API-Key), each at least {MIN_API_KEY_LENGTH} characters without "
+        "spaces; none = writes are refused. Shown masked by config check.")
     max_request_bytes: int = Field(default=65536, ge=1)
     default_limit: int = Field(default=100, ge=1)
     max_limit: int = Field(default=1000, ge=1)
@@ -207,6 +232,28 @@ class ApiSettings(_Strict):
     sse_heartbeat_s: float = Field(default=15.0, gt=0)
     population_csv: str | None = Field(default=None, description="optional CSV city_id,year,"
                                        "population; overrides the cities' population entries")
+    max_connections: int = Field(default=200, ge=1, description="open connections the "
+                                 "server accepts at once (more get 503)")
+    max_sse_clients: int = Field(default=50, ge=1, description="live streams at once per "
+                                 "API process (more get 503)")
+    timeout_keep_alive_s: float = Field(default=5.0, gt=0, description="idle keep-alive "
+                                        "connections are closed after this")
+    timeout_request_s: float = Field(default=30.0, gt=0, description="a request whose headers "
+                                     "and body have not arrived by then gets 408")
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        for i, key in enumerate(keys):
+            text = key.get_secret_value()
+            if len(text) < MIN_API_KEY_LENGTH:
+                raise ValueError(
+                    f"key {i} is {'empty' if not text else 'too short'} (an unset variable?); "
+                    f"each key needs at least {MIN_API_KEY_LENGTH} characters "
+                    "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+            if any(c.isspace() or ord(c) < 32 for c in text):
+                raise ValueError(f"key {i} contains whitespace or control characters")
+        return keys
 
 
 class CitySettings(_Strict):

@@ -27,6 +27,7 @@ from monitor.adapters.webhooks import redact_url
 from monitor.domain.events import AlertData, CloudEvent
 from monitor.domain.records import Delivery, Subscription
 from monitor.domain.vocabulary import as_utc
+from monitor.errors import DatabaseError
 from monitor.ports import Bus, DeliveryOutbox, SubscriptionRepository, WebhookClient
 from monitor.settings import AlertingSettings
 
@@ -106,6 +107,21 @@ def publish_pending(db: DeliveryOutbox, bus: Bus, *, now: datetime | None = None
             return sent
 
 
+def _record_row_failure(db: DispatchStore, row: Delivery, now: datetime,
+                        settings: AlertingSettings, exc: Exception) -> None:
+    """Note an unexpected error on one row (retried with backoff) where the database lets."""
+    if row.id is None:
+        return
+    delay = retry_delay_s(row.attempts + 1, settings.webhook_backoff_s,
+                          settings.webhook_max_backoff_s)
+    try:
+        db.finish_delivery(row.id, status="pending", attempted_at=now,
+                           next_attempt_at=now + timedelta(seconds=delay),
+                           error=f"internal error: {type(exc).__name__}")
+    except Exception:  # noqa: BLE001 - the database may be the problem; the lease expires
+        log.warning("could not record the failure of delivery %s", row.id)
+
+
 def dispatch_due(db: DispatchStore, now: datetime | None = None, *,
                  sender: WebhookClient | None = None,
                  settings: AlertingSettings | None = None) -> DispatchStats:
@@ -118,52 +134,61 @@ def dispatch_due(db: DispatchStore, now: datetime | None = None, *,
     if sender is None:
         from monitor.adapters.webhooks import WebhookSender  # the default adapter
 
-        sender = WebhookSender(timeout_s=settings.webhook_timeout_s)
+        sender = WebhookSender(timeout_s=settings.webhook_timeout_s,
+                               allow=settings.webhook_allow_private)
     stats = DispatchStats()
     subscriptions: dict[str, Subscription | None] = {}
     try:
         rows = db.due_deliveries(now, limit=settings.dispatch_batch,
                                  exclude_prefix=BUS_CHANNEL_PREFIX)
         for row in rows:
-            assert row.id is not None and row.next_attempt_at is not None
-            lease = now + timedelta(seconds=settings.webhook_timeout_s + 30)
-            if not db.claim_delivery(row.id, row.next_attempt_at, lease):
-                stats.skipped += 1  # another dispatcher took it
-                continue
-            if row.subscription_id not in subscriptions:
-                subscriptions[row.subscription_id] = db.subscription(row.subscription_id)
-            sub = subscriptions[row.subscription_id]
-            if sub is None or not sub.active:
-                db.finish_delivery(row.id, status="cancelled", attempted_at=now,
-                                   error="subscription deleted")
-                stats.skipped += 1
-                continue
-            outcome = sender.send(sub.url, row.payload.encode("utf-8"), secret=sub.secret,
-                                  event_id=row.event_id, delivery_id=row.id,
-                                  timestamp=int(now.timestamp()))
-            if outcome.ok:
-                db.finish_delivery(row.id, status="delivered", attempted_at=now,
-                                   status_code=outcome.status_code)
-                stats.delivered += 1
-                continue
-            attempts = row.attempts + 1
-            age = now - (row.created_at or now)
-            if age >= timedelta(hours=settings.webhook_give_up_after_h):
-                db.finish_delivery(row.id, status="failed", attempted_at=now,
+            try:
+                assert row.id is not None and row.next_attempt_at is not None
+                lease = now + timedelta(seconds=settings.webhook_timeout_s + 30)
+                if not db.claim_delivery(row.id, row.next_attempt_at, lease):
+                    stats.skipped += 1  # another dispatcher took it
+                    continue
+                if row.subscription_id not in subscriptions:
+                    subscriptions[row.subscription_id] = db.subscription(row.subscription_id)
+                sub = subscriptions[row.subscription_id]
+                if sub is None or not sub.active:
+                    db.finish_delivery(row.id, status="cancelled", attempted_at=now,
+                                       error="subscription deleted")
+                    stats.skipped += 1
+                    continue
+                outcome = sender.send(sub.url, row.payload.encode("utf-8"), secret=sub.secret,
+                                      event_id=row.event_id, delivery_id=row.id,
+                                      timestamp=int(now.timestamp()))
+                if outcome.ok:
+                    db.finish_delivery(row.id, status="delivered", attempted_at=now,
+                                       status_code=outcome.status_code)
+                    stats.delivered += 1
+                    continue
+                attempts = row.attempts + 1
+                age = now - (row.created_at or now)
+                if age >= timedelta(hours=settings.webhook_give_up_after_h):
+                    db.finish_delivery(row.id, status="failed", attempted_at=now,
+                                       status_code=outcome.status_code, error=outcome.error)
+                    stats.failed += 1
+                    log.error("webhook delivery %s to %s failed for good after %d attempts: %s",
+                              row.id, redact_url(sub.url), attempts, outcome.error)
+                    continue
+                delay = retry_delay_s(attempts, settings.webhook_backoff_s,
+                                      settings.webhook_max_backoff_s)
+                db.finish_delivery(row.id, status="pending", attempted_at=now,
+                                   next_attempt_at=now + timedelta(seconds=delay),
                                    status_code=outcome.status_code, error=outcome.error)
-                stats.failed += 1
-                log.error("webhook delivery %s to %s failed for good after %d attempts: %s",
-                          row.id, redact_url(sub.url), attempts, outcome.error)
-                continue
-            delay = retry_delay_s(attempts, settings.webhook_backoff_s,
-                                  settings.webhook_max_backoff_s)
-            db.finish_delivery(row.id, status="pending", attempted_at=now,
-                               next_attempt_at=now + timedelta(seconds=delay),
-                               status_code=outcome.status_code, error=outcome.error)
-            stats.retried += 1
-            stats.errors.append(outcome.error or "")
-            log.info("webhook delivery %s to %s failed (attempt %d): %s; retry in %.0f s",
-                     row.id, redact_url(sub.url), attempts, outcome.error, delay)
+                stats.retried += 1
+                stats.errors.append(outcome.error or "")
+                log.info("webhook delivery %s to %s failed (attempt %d): %s; retry in %.0f s",
+                         row.id, redact_url(sub.url), attempts, outcome.error, delay)
+            except DatabaseError:
+                raise  # the database is down: the caller retries the whole round
+            except Exception as exc:  # noqa: BLE001 - one bad row never stops the loop
+                stats.errors.append(f"delivery {row.id}: {type(exc).__name__}")
+                log.exception("webhook delivery %s: %s; the dispatcher goes on",
+                              row.id, type(exc).__name__)
+                _record_row_failure(db, row, now, settings, exc)
     finally:
         if own_sender:
             sender.close()

@@ -284,7 +284,8 @@ def run_dispatcher(settings: Settings, db: Database, stop_event: threading.Event
     from monitor.adapters.webhooks import WebhookSender
     from monitor.pipeline.outbox import dispatch_due
 
-    with WebhookSender(timeout_s=settings.alerting.webhook_timeout_s) as sender:
+    with WebhookSender(timeout_s=settings.alerting.webhook_timeout_s,
+                       allow=settings.alerting.webhook_allow_private) as sender:
         while not stop_event.is_set():
             try:
                 stats = dispatch_due(db, datetime.now(UTC), sender=sender,
@@ -292,6 +293,9 @@ def run_dispatcher(settings: Settings, db: Database, stop_event: threading.Event
                 busy = stats.delivered + stats.retried + stats.failed
             except UrbanMonitorError as exc:  # database down: keep trying, lose nothing
                 log.warning("webhook dispatcher: %s", exc)
+                busy = 0
+            except Exception:  # noqa: BLE001 - the dispatcher thread must not die
+                log.exception("webhook dispatcher: unexpected error; going on")
                 busy = 0
             if not busy:
                 stop_event.wait(settings.alerting.dispatch_interval_s)

@@ -18,7 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from monitor.errors import RequestError
 
 _HTTP_CODES = {401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "NotAllowed",
-               409: "Conflict", 413: "PayloadTooLarge"}
+               408: "RequestTimeout", 409: "Conflict", 413: "PayloadTooLarge",
+               422: "UnprocessableEntity", 503: "ServiceUnavailable"}
 
 
 def error_response(status: int, code: str, description: str) -> JSONResponse:

@@ -26,6 +26,7 @@ from monitor.errors import RequestError
 from services.api.context import ApiContext, context
 from services.api.ogc import CRS84, Interval, parse_bbox, parse_datetime
 
+MAX_OFFSET = 2**31 - 1  # beyond any table; larger values overflow SQL integers (400, not 500)
 STATUS_HELP = ("comma-separated alert statuses: " + ", ".join(ALERT_STATUSES))
 
 
@@ -74,7 +75,8 @@ def paging(
     limit: Annotated[int | None, Query(
         ge=1, description="items per page (default api.default_limit); above "
                           "api.max_limit it is clamped")] = None,
-    offset: Annotated[int, Query(ge=0, description="items to skip (paging)")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET,
+                                 description="items to skip (paging)")] = 0,
 ) -> Page:
     chosen = ctx.api.default_limit if limit is None else limit
     return Page(limit=min(chosen, ctx.api.max_limit), offset=offset)

@@ -82,6 +82,11 @@ def make_change(city: str, scene: str, sites: list[ChangeSite],
     return change_event(data)
 
 
+# The receivers below listen on loopback, which the webhook SSRF guard refuses unless
+# allow-listed: tests pass this as alerting.webhook_allow_private / WebhookSender(allow=).
+LOOPBACK_ALLOW = ["127.0.0.1/32", "::1"]
+
+
 @dataclass
 class WebhookReceiver:
     """A real HTTP server that answers ``fail_status`` while ``failing``; records every

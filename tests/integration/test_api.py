@@ -21,9 +21,15 @@ from monitor.adapters.database import Database
 from monitor.domain.alerts import AlertRules
 from monitor.domain.grid import CityGrid
 from monitor.pipeline.alerting import apply_change_event
-from monitor.settings import ApiSettings, CitySettings, Settings
+from monitor.settings import AlertingSettings, ApiSettings, CitySettings, Settings
 from services.api import create_app
-from tests.integration.alerting_fixtures import make_change, make_database, rect_region, serve
+from tests.integration.alerting_fixtures import (
+    LOOPBACK_ALLOW,
+    make_change,
+    make_database,
+    rect_region,
+    serve,
+)
 
 API_KEY = "test-key-0123456789abcdef"
 
@@ -42,7 +48,8 @@ def api_settings(**api: Any) -> Settings:
         CitySettings(id="lagos", name="Lagos", country="NG", bbox=(3.20, 6.40, 3.55, 6.70)),
     ]
     return Settings(cities=cities, api=ApiSettings(**{"api_keys": [API_KEY], "max_limit": 50,
-                                                      "sse_poll_s": 0.1, **api}))
+                                                      "sse_poll_s": 0.1, **api}),
+                    alerting=AlertingSettings(webhook_allow_private=LOOPBACK_ALLOW))
 
 
 def seed_alerts(db: Database) -> dict[str, str]:
@@ -177,16 +184,19 @@ def test_subscriptions_need_an_api_key_and_bodies_are_bounded(db: Database) -> N
         assert created.status_code == 201
         sub = created.json()
         assert len(sub["secret"]) == 64 and sub["cities"] == ["stockholm"]
-        listed = client.get("/subscriptions").json()["subscriptions"]
+        assert client.get("/subscriptions").status_code == 401  # reads need the key too
+        listed = client.get("/subscriptions",
+                            headers={"X-API-Key": API_KEY}).json()["subscriptions"]
         assert [s["id"] for s in listed] == [sub["id"]] and "secret" not in listed[0]
         assert db.subscription(sub["id"]).secret == sub["secret"]  # type: ignore[union-attr]
         log = client.get(f"/subscriptions/{sub['id']}/deliveries",
                          headers={"X-API-Key": API_KEY})
         assert log.status_code == 200 and log.json() == {"deliveries": []}
-        # Bad bodies: 400 with the field named; too large: 413.
+        # Bad bodies: 400 (422 for the URL) with the field named; too large: 413.
         bad = client.post("/subscriptions", json={**body, "url": "ftp://x/y"},
                           headers={"X-API-Key": API_KEY})
-        assert bad.status_code == 400 and "url" in bad.json()["description"]
+        # (every URL problem, malformed or an unsafe target, is a 422 naming the url)
+        assert bad.status_code == 422 and "url" in bad.json()["description"]
         bad = client.post("/subscriptions", json={**body, "cities": ["atlantis"]},
                           headers={"X-API-Key": API_KEY})
         assert bad.status_code == 400 and "atlantis" in bad.json()["description"]
@@ -201,7 +211,8 @@ def test_subscriptions_need_an_api_key_and_bodies_are_bounded(db: Database) -> N
                              headers={"X-API-Key": API_KEY}).status_code == 204
         assert client.delete(f"/subscriptions/{sub['id']}",
                              headers={"X-API-Key": API_KEY}).status_code == 404
-        assert client.get("/subscriptions").json()["subscriptions"] == []
+        assert client.get("/subscriptions", headers={"X-API-Key": API_KEY}
+                          ).json()["subscriptions"] == []
     # No keys configured: writes are refused outright.
     with serve(create_app(api_settings(api_keys=[]), db)) as url:
         r = httpx.post(f"{url}/subscriptions", json=body, headers={"X-API-Key": API_KEY})

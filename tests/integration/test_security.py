@@ -44,6 +44,7 @@ from tests.integration.alerting_fixtures import (
     make_database,
     rect_region,
     serve,
+    LOOPBACK_ALLOW,
     start_receiver,
 )
 
@@ -64,7 +65,8 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
 def settings_with(**api: Any) -> Settings:
     cities = [CitySettings(id="stockholm", name="Stockholm", country="SE",
                            bbox=(17.90, 59.28, 18.16, 59.38))]
-    return Settings(cities=cities, api=ApiSettings(**{"api_keys": [API_KEY], **api}))
+    return Settings(cities=cities, api=ApiSettings(**{"api_keys": [API_KEY], **api}),
+                    alerting=AlertingSettings(webhook_allow_private=LOOPBACK_ALLOW))
 
 
 def seed_alerts(db: Database, n: int = 3) -> list[str]:
@@ -150,7 +152,7 @@ def test_webhook_signatures_verify_and_tampering_fails(db: Database) -> None:
                                          secret=WEBHOOK_SECRET))
         seed_alerts(db, 2)
         now = datetime.now(UTC)
-        with WebhookSender(timeout_s=5) as sender:
+        with WebhookSender(timeout_s=5, allow=LOOPBACK_ALLOW) as sender:
             stats = dispatch_due(db, now, sender=sender)
         assert stats.delivered == 2 and len(receiver.requests) == 2
     finally:
@@ -238,15 +240,16 @@ def test_no_secret_in_logs_of_subscriptions_and_webhook_deliveries(
             for url in (receiver.url, f"http://hookuser:{hook_password}@{host_port}"):
                 created = client.post("/subscriptions", headers={"X-API-Key": API_KEY},
                                       json={"name": "twin", "url": url,
+                                            "statuses": ["first"],  # the seeded alerts'
                                             "secret": WEBHOOK_SECRET})
                 assert created.status_code == 201
                 assert created.json()["secret"] == WEBHOOK_SECRET  # shown once, to the caller
-                listed = client.get("/subscriptions").text
+                listed = client.get("/subscriptions", headers={"X-API-Key": API_KEY}).text
                 assert WEBHOOK_SECRET not in listed
         seed_alerts(db, 2)
         receiver.failing = True  # failures are logged with the target: still no secret
         now = datetime.now(UTC)
-        with WebhookSender(timeout_s=5) as sender:
+        with WebhookSender(timeout_s=5, allow=LOOPBACK_ALLOW) as sender:
             failed = dispatch_due(db, now, sender=sender)
             receiver.failing = False
             done = dispatch_due(db, now + timedelta(minutes=10), sender=sender,
@@ -331,7 +334,8 @@ def test_injection_payloads_find_nothing_and_change_nothing(db: Database) -> Non
             r = client.get("/collections/alerts/items", params={"datetime": payload})
             assert r.status_code == 400, (payload, r.text)
             assert client.get(f"/cities/{q}/stats").status_code == 404
-            assert client.get(f"/subscriptions/{q}").status_code == 404
+            assert client.get(f"/subscriptions/{q}",
+                              headers={"X-API-Key": API_KEY}).status_code == 404
             r = client.delete(f"/subscriptions/{q}", headers={"X-API-Key": API_KEY})
             assert r.status_code == 404, (payload, r.text)
             r = client.get(f"/subscriptions/{q}/deliveries", headers={"X-API-Key": API_KEY})

@@ -27,6 +27,7 @@ from monitor.pipeline.outbox import dispatch_due
 from monitor.pipeline.runtime import run_alerting
 from monitor.settings import AlertingSettings, Settings
 from tests.integration.alerting_fixtures import (
+    LOOPBACK_ALLOW,
     make_change,
     make_database,
     rect_region,
@@ -75,12 +76,13 @@ def test_receiver_down_for_an_hour_gets_every_alert_once_signed(db: Database) ->
         events = feed_alerts(db)
         stockholm = {e.id for e in events if e.subject == "stockholm"}
         assert len(events) == 4 and len(stockholm) == 3
-        settings = AlertingSettings(webhook_backoff_s=5, webhook_max_backoff_s=300)
+        settings = AlertingSettings(webhook_backoff_s=5, webhook_max_backoff_s=300,
+                                    webhook_allow_private=LOOPBACK_ALLOW)
         receiver.failing = True
         clock = datetime.now(UTC) + timedelta(seconds=1)
         start = clock
         attempts_at: list[datetime] = []
-        with WebhookSender(timeout_s=5) as sender:
+        with WebhookSender(timeout_s=5, allow=LOOPBACK_ALLOW) as sender:
             while clock < start + timedelta(hours=1):      # one simulated hour down
                 stats = dispatch_due(db, clock, sender=sender, settings=settings)
                 if stats.retried:
@@ -132,7 +134,8 @@ def test_delivery_gives_up_after_the_configured_age_and_deleted_subscription_can
         gone = subscribe(db, receiver.url)
         feed_alerts(db)
         assert db.deactivate_subscription(gone)
-        settings = AlertingSettings(webhook_give_up_after_h=1)
+        settings = AlertingSettings(webhook_give_up_after_h=1,
+                                    webhook_allow_private=LOOPBACK_ALLOW)
         clock = datetime.now(UTC) + timedelta(hours=2)
         dispatch_due(db, clock, settings=settings)
         assert {r.status for r in db.deliveries(subscription_id=sub)} == {"failed"}
@@ -147,7 +150,8 @@ def test_live_service_retries_until_a_flaky_receiver_recovers(db: Database) -> N
     subscribe(db, receiver.url)
     settings = Settings(alerting=AlertingSettings(webhook_backoff_s=0.1,
                                                   webhook_max_backoff_s=0.3,
-                                                  dispatch_interval_s=0.05))
+                                                  dispatch_interval_s=0.05,
+                                                  webhook_allow_private=LOOPBACK_ALLOW))
     bus = EmbeddedBus(default_partitions=1)
     stop = threading.Event()
     thread = threading.Thread(target=run_alerting, args=(settings, bus, db, stop), daemon=True)

@@ -71,12 +71,17 @@ class SqlSubscriptions(SqlRepository):
             return _subscription(row) if row is not None else None
         return self._run(op)
 
-    def subscriptions(self, *, active_only: bool = True) -> list[Subscription]:
+    def subscriptions(self, *, active_only: bool = True, limit: int | None = None,
+                      offset: int = 0) -> list[Subscription]:
         def op(s: Session) -> list[Subscription]:
             q = select(SubscriptionRow)
             if active_only:
                 q = q.where(SubscriptionRow.active == True)  # noqa: E712 (SQL, not Python)
             q = q.order_by(SubscriptionRow.created_at, SubscriptionRow.id)  # type: ignore[arg-type]
+            if offset:
+                q = q.offset(offset)
+            if limit is not None:
+                q = q.limit(limit)
             return [_subscription(row) for row in s.exec(q)]
         return self._run(op)
 
