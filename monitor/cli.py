@@ -30,6 +30,7 @@ _COMMAND_MODULES = (
     "monitor.streams.cli",
     "monitor.capacity_cli",
     "monitor.pipeline.products_cli",
+    "monitor.pipeline.coverage_cli",
     "models.cli",
 )
 Register = Callable[[argparse._SubParsersAction], None]

@@ -215,6 +215,24 @@ class AlertingSettings(_Strict):
 MIN_API_KEY_LENGTH = 16
 
 
+class CoverageSettings(_Strict):
+    """Expected vs listed acquisitions per city and source (``monitor.domain.coverage``)."""
+
+    grace_hours: float = Field(default=48.0, gt=0, description="an expected acquisition not "
+                               "listed this long after it was acquired is missing; one listed "
+                               "later is late")
+    lost_after_cycles: float = Field(default=3.0, gt=0, description="a track silent this many "
+                                     "repeats while others are listed is taken as ended")
+    min_fill: float = Field(default=0.5, ge=0, le=1, description="a unit that delivered less "
+                            "than this share of its expected passes is irregular (not expected)")
+    learn_days: float = Field(default=90.0, gt=0, description="history before a report's "
+                              "window the schedule is learned from")
+    check_minutes: float = Field(default=360.0, gt=0, description="how often the scheduler "
+                                 "checks for coverage gaps (and publishes their events)")
+    topic: str = Field(default="urban.coverage.v1", description="topic of the coverage gap "
+                       "CloudEvents (key = city id)")
+
+
 class ApiSettings(_Strict):
     """The HTTP API (OGC API - Features, SSE, stats, maps, subscriptions)."""
 
@@ -324,6 +342,7 @@ class Settings(BaseSettings):
     models: ModelSettings = ModelSettings()
     alerting: AlertingSettings = AlertingSettings()
     api: ApiSettings = ApiSettings()
+    coverage: CoverageSettings = CoverageSettings()
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     sources: list[SourceSettings] = Field(default_factory=list)
     demo: dict[str, Any] = Field(default_factory=dict)

@@ -24,6 +24,7 @@ SCENE_TYPE = "org.urbanmonitor.scene.discovered.v1"
 CHANGE_TYPE = "org.urbanmonitor.change.detected.v2"
 ALERT_TYPE = "org.urbanmonitor.alert.updated.v1"
 DEAD_LETTER_TYPE = "org.urbanmonitor.deadletter.v1"
+COVERAGE_GAP_TYPE = "org.urbanmonitor.coverage.gap.v1"
 SCHEMA_BASE = "https://urban-monitor.github.io/schemas/"
 
 
@@ -151,17 +152,49 @@ class DeadLetterData(_Data):
     failed_at: datetime
 
 
+class GapAcquisition(_Data):
+    """One expected acquisition of a coverage gap (a unit's pass over the city)."""
+
+    date: date
+    expected_at: datetime = Field(description="the orbit's usual acquisition time that day")
+    unit: str = Field(description="e.g. sentinel-2b")
+    orbit: str = Field(description="relative orbit (R116), or the UTC time of day of the "
+                       "pass (t17:53) when the source does not say")
+
+
+class CoverageGapData(_Data):
+    """A coverage gap of one source over a city opened or closed (``monitor.domain.coverage``):
+    expected acquisitions the source did not list within the grace period."""
+
+    city_id: str
+    source: str = Field(description="the configured source (provider + collection)")
+    collection: str
+    state: Literal["open", "closed"]
+    reason: str
+    gap_id: str = Field(description="stable for the gap: open and closed events share it")
+    first_expected: datetime
+    last_expected: datetime
+    missing: list[GapAcquisition] = Field(description="the gap's acquisitions not listed")
+    opened_at: datetime = Field(description="when the first one passed the grace period")
+    closed_at: datetime | None = None
+    resumed_item_ids: list[str] = Field(default_factory=list, description="the listed "
+                                        "acquisition that closed the gap")
+    grace_hours: float
+
+
 DATA_MODELS: dict[str, type[_Data]] = {
     SCENE_TYPE: SceneData,
     CHANGE_TYPE: ChangeData,
     ALERT_TYPE: AlertData,
     DEAD_LETTER_TYPE: DeadLetterData,
+    COVERAGE_GAP_TYPE: CoverageGapData,
 }
 SCHEMA_NAMES = {
     SCENE_TYPE: "scene-event.v1",
     CHANGE_TYPE: "change-event.v2",
     ALERT_TYPE: "alert-event.v1",
     DEAD_LETTER_TYPE: "dead-letter-event.v1",
+    COVERAGE_GAP_TYPE: "coverage-gap-event.v1",
 }
 
 
@@ -178,7 +211,7 @@ class CloudEvent(BaseModel):
     subject: str = Field(min_length=1, description="the city id")
     datacontenttype: Literal["application/json"] = "application/json"
     dataschema: str | None = None
-    data: SceneData | ChangeData | AlertData | DeadLetterData
+    data: SceneData | ChangeData | AlertData | DeadLetterData | CoverageGapData
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode("utf-8")
@@ -188,7 +221,7 @@ class CloudEvent(BaseModel):
         return self.subject
 
 
-EventData = SceneData | ChangeData | AlertData | DeadLetterData
+EventData = SceneData | ChangeData | AlertData | DeadLetterData | CoverageGapData
 
 
 def _envelope(event_id: str, source: str, data: EventData, subject: str,
@@ -219,6 +252,14 @@ def dead_letter_event(data: DeadLetterData, subject: str | None,
                       source: str = "urban-monitor/dead-letter") -> CloudEvent:
     event_id = deterministic_id("dead", data.original_topic, data.original_value, data.reason)
     return _envelope(event_id, source, data, subject or "unknown", time=data.failed_at)
+
+
+def coverage_gap_event(data: CoverageGapData, source: str = "urban-monitor/coverage"
+                       ) -> CloudEvent:
+    event_id = deterministic_id("coverage-gap", data.gap_id, data.state)
+    return _envelope(event_id, source, data, data.city_id,
+                     time=data.closed_at if data.state == "closed" and data.closed_at
+                     else data.opened_at)
 
 
 def parse_event(raw: bytes | str, expected_type: str | None = None) -> CloudEvent:

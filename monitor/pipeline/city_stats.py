@@ -7,7 +7,7 @@ The method and its limits are in :mod:`monitor.domain.sdg`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -97,3 +97,28 @@ def city_stats(city: CityInfo, alerts: Sequence[StoredAlert], t1_text: str | Non
                   "geometrically between known years. Demolition is not subtracted; see "
                   "monitor/domain/sdg.py for the limits.",
     }
+
+
+def clear_view_stats(last_clear_day: Any, as_of: date, windows: Sequence[int] = (30, 90)
+                     ) -> dict[str, Any]:
+    """How fresh the city's view is: the share of its pixels seen clearly (a clear
+    Sentinel-2 observation) within the last ``windows`` days before ``as_of``, the share
+    never seen clearly, and the median days since the last clear view. ``last_clear_day``
+    is the state's ``last_clear_day`` (uint16 days since 2014-01-01, 0 = never)."""
+    import numpy as np
+
+    last = np.asarray(last_clear_day, dtype=np.int32)
+    total = int(last.size)
+    today = (as_of - DAY_EPOCH).days
+    seen = last > 0
+    age = today - last
+    out: dict[str, Any] = {"as_of": as_of.isoformat(), "pixels": total}
+    for days in windows:
+        share = float(np.count_nonzero(seen & (age <= days) & (age >= 0)) / total) if total else 0.0
+        out[f"seen_clear_{days}d_share"] = round(share, 4)
+    out["never_seen_clear_share"] = round(float(np.count_nonzero(~seen) / total), 4) if total else 0.0
+    out["median_days_since_clear"] = (float(np.median(age[seen])) if seen.any() else None)
+    newest = int(last.max()) if total and seen.any() else 0
+    out["last_clear_date"] = ((DAY_EPOCH + timedelta(days=newest)).isoformat() if newest
+                              else None)
+    return out
