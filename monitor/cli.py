@@ -46,16 +46,23 @@ Settings come from config/default.yaml (or --config FILE) and URBAN_MONITOR_* va
 
 
 def configure_logging(level: str) -> None:
+    from monitor.redact import install_log_redaction
+
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%Y-%m-%dT%H:%M:%S",
     )
+    install_log_redaction()  # no password, key or token in any log line
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
+    from monitor.redact import redact_config
+
     settings = load_settings(args.file)
-    dumped = settings.model_dump(mode="json")
+    # Secrets masked: API keys and subscription keys (SecretStr), URL passwords (userinfo
+    # or query), any value under a secret-named key (e.g. demo: {token: ...}).
+    dumped = redact_config(settings.model_dump(mode="json"))
     if args.format == "json":
         print(json.dumps(dumped, indent=2))
     else:
@@ -148,14 +155,21 @@ def main(argv: Sequence[str] | None = None, *,
         return 0
     level = args.log_level or "INFO"
     configure_logging(level)
+    from monitor.redact import redact_text
+
     try:
         return int(args.func(args) or 0)
     except UrbanMonitorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - no raw traceback (and no secret) on the console
+        logging.getLogger("urban_monitor").debug("unexpected error", exc_info=True)
+        print(f"error: unexpected {type(exc).__name__}: {redact_text(str(exc))[:500]} "
+              "(run with --log-level DEBUG for the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

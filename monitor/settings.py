@@ -401,20 +401,91 @@ class Settings(BaseSettings):
         return self.providers[provider].collections[collection]
 
 
+MAX_CONFIG_BYTES = 1 << 20        # a settings or cities file above 1 MiB is refused
+MAX_CONFIG_NODES = 200_000        # values after alias expansion (billion laughs)
+MAX_CONFIG_ALIASES = 1_000        # aliases (*name) in one file
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses files with more than ``MAX_CONFIG_ALIASES``
+    aliases; the expanded size is checked after loading (:func:`_check_expansion`)."""
+
+    aliases_seen = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases_seen += 1
+            if self.aliases_seen > MAX_CONFIG_ALIASES:
+                raise _TooBig(f"more than {MAX_CONFIG_ALIASES} aliases")
+        return super().compose_node(parent, index)
+
+
+class _TooBig(Exception):
+    pass
+
+
+def _check_expansion(data: Any) -> None:
+    """Count the values as a consumer would see them, aliases expanded; stop (cheaply)
+    past ``MAX_CONFIG_NODES``. Shared (aliased) subtrees count every time they appear,
+    which is what validation and dumping would pay; a cycle never ends, so it is caught."""
+    budget = MAX_CONFIG_NODES
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise _TooBig(f"more than {MAX_CONFIG_NODES} values once its aliases are expanded")
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple | set):
+            stack.extend(node)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(str(path), None, f"the file is {size} bytes, more than the "
+                              f"{MAX_CONFIG_BYTES} a settings file may have",
+                              "settings files are small; check that this is the right file")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(str(path), None, "file not found",
                           "check the path, or run `urban-monitor config check config/default.yaml`") from None
+    except IsADirectoryError:
+        raise ConfigError(str(path), None, "is a directory, not a file",
+                          "give the path of a YAML settings file") from None
+    except OSError as exc:
+        raise ConfigError(str(path), None, f"cannot be read ({exc.strerror})",
+                          "check the path and its permissions") from None
+    if b"\x00" in raw:
+        raise ConfigError(str(path), None, "is a binary file (it holds NUL bytes), not YAML",
+                          "give a YAML text file, e.g. config/default.yaml")
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), None, f"is not UTF-8 text (byte {exc.start} cannot be "
+                          "decoded)", "save the file as UTF-8 text") from None
+    loader = _BoundedLoader(text)
+    try:
+        data = loader.get_single_data()
+        _check_expansion(data)
+    except _TooBig as exc:
+        raise ConfigError(str(path), None, f"is too large: {exc}",
+                          "remove the repeated anchors/aliases (a settings file needs few)"
+                          ) from None
+    except RecursionError:
+        raise ConfigError(str(path), None, "is nested too deeply",
+                          "settings files are a few levels deep; check the file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(str(path), None, f"not valid YAML{where}: {problem}",
                           "fix the YAML syntax (indentation, colons, quotes)") from None
+    finally:
+        loader.dispose()
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -37,13 +37,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def redact_database_url(url: str) -> str:
-    """The URL without its password (for logs and messages)."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
-    return url
+    """The URL without its password, in the userinfo or the query (for logs and
+    messages): ``postgresql://user:***@host/db?password=***``."""
+    from monitor.redact import redact_text
+
+    return redact_text(url)
 
 
 class SqlEngine:
@@ -56,13 +54,14 @@ class SqlEngine:
             path = url.removeprefix("sqlite:///")
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.engine: Engine = create_engine(url, echo=echo,
+            self.engine: Engine = create_engine(url, echo=echo, hide_parameters=True,
                                                 connect_args={"check_same_thread": False,
                                                               "timeout": 30})
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
+            # hide_parameters: errors never quote bound values (webhook secrets, ...)
             self.engine = create_engine(url, echo=echo, pool_pre_ping=True, pool_size=5,
-                                        max_overflow=5)
+                                        max_overflow=5, hide_parameters=True)
         self.is_postgres = self.engine.dialect.name == "postgresql"
 
     @contextmanager
@@ -75,11 +74,13 @@ class SqlEngine:
             raise
         except OperationalError as exc:
             raise DatabaseError(
-                f"database {self.safe_url} is unavailable: {str(exc.orig).strip()[:200]}",
+                f"database {self.safe_url} is unavailable: "
+                f"{redact_database_url(str(exc.orig).strip())[:200]}",
                 "check that the database server runs and the URL is right; work is retried",
             ) from exc
         except SQLAlchemyError as exc:
-            raise DatabaseError(f"database {self.safe_url} refused an operation: {exc}"[:400],
+            raise DatabaseError(f"database {self.safe_url} refused an operation: "
+                                f"{redact_database_url(str(exc))}"[:400],
                                 "see the log for the statement") from exc
 
     def run(self, fn: Callable[[Session], T]) -> T:
@@ -92,7 +93,8 @@ class SqlEngine:
         try:
             SQLModel.metadata.create_all(self.engine, tables=[SchemaVersion.__table__])  # type: ignore[attr-defined]
         except OperationalError as exc:
-            raise DatabaseError(f"database {self.safe_url} is unavailable: {exc.orig}",
+            raise DatabaseError(f"database {self.safe_url} is unavailable: "
+                                f"{redact_database_url(str(exc.orig))}",
                                 "start it (bash docker/postgres.sh start) or fix the URL") from exc
         with self.session() as s:
             row = s.get(SchemaVersion, 1)
