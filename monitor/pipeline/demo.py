@@ -129,19 +129,10 @@ def _drain(loop: EventLoop, limit_s: float = 600.0) -> int:
 
 
 def builtup_estimate_m2(state: CityState) -> float | None:
-    """Built-up area at the reference date from the S2 reference (index rule, an estimate):
-    NDVI < 0.25, NDBI > -0.05 (SWIR1 brighter than NIR) and not water (MNDWI < 0)."""
-    ref = state.reference_for("s2")
-    if ref is None:
-        return None
-    values, valid = ref
-    blue, green, red, nir, swir16, _ = (values[i] for i in range(6))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ndvi = (nir - red) / (nir + red)
-        ndbi = (swir16 - nir) / (swir16 + nir)
-        mndwi = (green - swir16) / (green + swir16)
-    built = valid & (ndvi < 0.25) & (ndbi > -0.05) & (mndwi < 0)
-    return float(built.sum()) * state.grid.pixel_size ** 2
+    """Built-up area from the S2 reference (``monitor.reporting.overview``)."""
+    from monitor.reporting.overview import builtup_estimate_m2 as estimate
+
+    return estimate(state)
 
 
 def run_demo(settings: Settings, opts: DemoOptions) -> DemoResult:
@@ -257,7 +248,8 @@ def _replay(settings: Settings, opts: DemoOptions, archive: Archive, run_dir: Pa
                                             bus.records(settings.bus.alerts_topic))
                            if isinstance(e.data, AlertData)]
                 result.score = _score(state, archive, history or list(alerts))
-                result.report = _write_report(settings, state, alerts, archive, result, opts)
+                result.report = _write_report(settings, state, alerts, archive, result, opts,
+                                              scenes=_processed_scenes(runtime.db))
         finally:
             runtime.close()
 
@@ -291,11 +283,29 @@ def _score(state: CityState, archive: Archive, alerts: list[Any]) -> dict[str, A
     return figures
 
 
+def _processed_scenes(db: Any) -> list[Any]:
+    """The demo city's processed scenes (SceneData) from the registry: the chips' sources."""
+    from monitor.domain.events import SceneData, parse_event
+
+    scenes = [parse_event(r.event_json).data
+              for r in db.scenes(city_id=DEMO_CITY_ID, statuses=["processed"])]
+    return [s for s in scenes if isinstance(s, SceneData)]
+
+
+# The report carries the chips of this many confirmed alerts (the largest): a few hundred
+# kB of PNG; the live dashboard renders any alert's on demand.
+REPORT_EVIDENCE_ALERTS = 12
+
+
 def _write_report(settings: Settings, state: CityState, alerts: list[StoredAlert],
-                  archive: Archive, result: DemoResult, opts: DemoOptions) -> Path:
+                  archive: Archive, result: DemoResult, opts: DemoOptions,
+                  scenes: list[Any] | None = None) -> Path:
+    from monitor.adapters.raster import RasterioSceneReader
     from monitor.pipeline.city_stats import CityInfo, city_stats
+    from monitor.reporting.chips import alert_evidence, evidence_for_report
     from monitor.reporting.features import alert_feature
     from monitor.reporting.maps import map_info, render_change_png, render_rgb_png
+    from monitor.reporting.overview import city_overview, state_period
     from monitor.reporting.report import write_report
 
     cfg = settings.cities[0]
@@ -307,6 +317,16 @@ def _write_report(settings: Settings, state: CityState, alerts: list[StoredAlert
                     aoi=dict(archive.aoi.__geo_interface__), population=cfg.population,
                     built_up_km2=built)
     stats = city_stats(info, alerts, None, None)
+    start, baseline_end, latest = state_period(state)
+    overview = city_overview(alerts=alerts, population=cfg.population,
+                             built_up_km2=getattr(cfg, "built_up_km2", {}) or {},
+                             start=start, baseline_end=baseline_end, latest=latest,
+                             built_up_latest_m2=baseline)
+    evidence = {}
+    largest = sorted((a for a in alerts if a.status == "confirmed"), key=lambda a: -a.area_m2)
+    reader = RasterioSceneReader()
+    for alert in largest[:REPORT_EVIDENCE_ALERTS] if scenes else []:
+        evidence[alert.id] = evidence_for_report(alert_evidence(alert, scenes or [], reader))
     features = [alert_feature(a, "") for a in alerts]
     summary = {
         "Scenes": ", ".join(f"{k}: {v}" for k, v in sorted(result.scenes.items())),
@@ -322,6 +342,7 @@ def _write_report(settings: Settings, state: CityState, alerts: list[StoredAlert
         "id": DEMO_CITY_ID, "name": cfg.name, "bounds": info_maps["bounds"],
         "rgb_png": render_rgb_png(state), "change_png": render_change_png(state),
         "alerts": {"type": "FeatureCollection", "features": features}, "stats": stats,
+        "overview": overview, "evidence": evidence,
         "change_legend": info_maps.get("change_legend"),
         "geometry": dict(archive.aoi.__geo_interface__),
     }

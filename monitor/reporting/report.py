@@ -5,8 +5,8 @@ The page is ``services/static/index.html`` with every ``data-inline`` stylesheet
 script inlined (Leaflet included; the images its CSS refers to become data: URIs), the
 map layers as data: URIs, and the results as inline JSON in
 ``window.URBAN_MONITOR_DATA``. So the report and the live dashboard share every visual:
-the map with alerts over the RGB composite, the toggleable time-of-change layer and its
-legend, the built-up area chart and SDG 11.3.1, plus the report's summary table.
+the map with alerts over the RGB composite, the filters, the legend, the monthly charts
+and SDG 11.3.1, plus the report's scoring and timing table (behind a toggle).
 
 Nothing is fetched when the file is opened: it works offline and from ``file://``.
 """
@@ -106,6 +106,8 @@ def _city_payload(city: Mapping[str, Any], index: int) -> dict[str, Any]:
         "change_legend": city.get("change_legend"),
         "alerts": _jsonable(alerts),
         "stats": _jsonable(city.get("stats") or {}),
+        "overview": _jsonable(city.get("overview")),
+        "evidence": _jsonable(city.get("evidence") or {}),
     }
 
 
@@ -146,9 +148,12 @@ def write_report(path: str | Path, *, title: str, cities: Sequence[Mapping[str, 
     ``change_png`` (PNG bytes or None, from ``render_rgb_png``/``render_change_png``),
     ``alerts`` (a GeoJSON FeatureCollection whose properties are the AlertData fields),
     ``stats`` (the ``/cities/{id}/stats`` answer: built-up series and SDG 11.3.1), and
-    optionally ``change_legend`` (``map_info(state)["change_legend"]``) and ``geometry``
-    (the city AOI as GeoJSON). ``summary``: free-form label -> value rows (scenes
-    processed, alerts, scores, time per stage, ...).
+    optionally ``change_legend`` (``map_info(state)["change_legend"]``), ``geometry``
+    (the city AOI as GeoJSON), ``overview`` (``monitor.reporting.overview.city_overview``:
+    the monthly charts and SDG 11.3.1 with its inputs) and ``evidence`` (alert id -> the
+    ``/evidence`` answer with its chips as data: URIs). ``summary``: free-form label ->
+    value rows (scenes processed, alerts, scores, time per stage, ...), shown behind a
+    toggle.
     """
     html = render_report(title=title, cities=cities, summary=summary, generated_at=generated_at)
     out = Path(path)

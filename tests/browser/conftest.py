@@ -16,10 +16,21 @@ from typing import Any
 import pytest
 from shapely.geometry import mapping
 
-from tests.browser.demo_data import CITY_ID, CITY_NAME, DemoCity, alert_record, build_demo_city
+from tests.browser.demo_data import (
+    CITY_ID,
+    CITY_NAME,
+    END,
+    START,
+    DemoCity,
+    alert_record,
+    build_demo_city,
+    register_scenes,
+    write_scenes,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-ARTIFACTS = REPO / "test-artifacts" / "browser"
+# Screenshots of every test (gitignored; CI keeps them as artifacts).
+ARTIFACTS = REPO / "var" / "test-artifacts" / "browser"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-sync"]
@@ -68,6 +79,19 @@ def demo_city() -> DemoCity:
     return build_demo_city()
 
 
+@pytest.fixture(scope="session")
+def demo_scenes(demo_city: DemoCity, tmp_path_factory: pytest.TempPathFactory) -> list[Any]:
+    """Real S2 GeoTIFFs every 45 days over the demo city (for the chips)."""
+    from datetime import timedelta
+
+    days = []
+    day = START + timedelta(days=5)
+    while day <= END:
+        days.append(day)
+        day += timedelta(days=45)
+    return write_scenes(demo_city, tmp_path_factory.mktemp("scenes"), days)
+
+
 class StateStore:
     """The API's state-store port (``load(city_id)``) over the demo states in memory."""
 
@@ -76,6 +100,26 @@ class StateStore:
 
     def load(self, city_id: str) -> Any:
         return self.states.get(city_id)
+
+
+def _published_layers(tmp_path: Path, city: DemoCity) -> Any:
+    """A real layer store holding one published layer set (COGs) of the demo city."""
+    import numpy as np
+
+    from monitor.adapters.layer_store import LayerStore
+    from monitor.products.layers import LAYER_NAMES, LayerSet
+
+    state = city.state
+    zeros = np.zeros(state.status.shape, np.uint16)
+    arrays = {"status": state.status, "first_detection_date": state.first_day,
+              "confirmation_date": zeros, "change_date": state.change_day,
+              "confidence": np.zeros(state.status.shape, np.uint8),
+              "clear_count": state.s2_count, "last_clear_date": zeros}
+    store = LayerStore(str(tmp_path / "layers"))
+    store.write(LayerSet(city_id=CITY_ID, version=7, grid=city.grid,
+                         arrays={k: arrays[k] for k in LAYER_NAMES}, start=START, end=END,
+                         last_scene_id=None, model_version="test"))
+    return store
 
 
 def _free_port() -> int:
@@ -92,7 +136,8 @@ class ApiServer:
 
 
 @pytest.fixture()
-def api_server(tmp_path: Path, demo_city: DemoCity) -> Iterator[ApiServer]:
+def api_server(tmp_path: Path, demo_city: DemoCity, demo_scenes: list[Any]
+               ) -> Iterator[ApiServer]:
     import uvicorn
 
     from monitor.adapters.database import Database
@@ -104,6 +149,7 @@ def api_server(tmp_path: Path, demo_city: DemoCity) -> Iterator[ApiServer]:
     db.init_schema()
     for alert in demo_city.alerts:
         db.save_alert(alert_record(alert))
+    register_scenes(db, demo_scenes)
     west, south, east, north = demo_city.aoi.bounds
     settings = load_settings(None, cities=[
         {"id": CITY_ID, "name": CITY_NAME, "country": "Testland", "geometry": mapping(demo_city.aoi),
@@ -111,7 +157,7 @@ def api_server(tmp_path: Path, demo_city: DemoCity) -> Iterator[ApiServer]:
         {"id": EMPTY_CITY_ID, "name": "Emptyville", "bbox": [west + 1, south, east + 1, north]},
     ], api={"sse_poll_s": 0.2})
     store = StateStore({CITY_ID: demo_city.state})
-    app = create_app(settings, db, store)
+    app = create_app(settings, db, store, layers=_published_layers(tmp_path, demo_city))
     if not any(getattr(r, "path", None) == "/dashboard" for r in app.routes):
         # services.api does not mount the dashboard itself (yet): do what it would do.
         def load_state(city_id: str) -> Any:

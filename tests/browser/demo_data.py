@@ -1,6 +1,8 @@
 """Demo-like results for the browser tests: a synthetic city (monitor.synthetic) whose
 construction sites become alerts, a change state with their pixels, and the S2 surface
-reflectance of the last day as the RGB reference.
+reflectance of the last day as the RGB reference, and a few real S2 scenes (GeoTIFFs of
+the synthetic surface on their day) registered as processed, so the before/after chips
+are read from real files through the real raster reader.
 
 The state here is a small stand-in with the attributes the renderers read (the real
 ``CityState`` stores its S2 reference in an internal scaled format that a test should not
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -26,6 +30,7 @@ CITY_ID = "testville"
 CITY_NAME = "Testville"
 START, END = date(2019, 1, 1), date(2021, 12, 31)
 MODEL_VERSION = "siamese-s2-v1.2.0"
+BASELINE_DAYS = 60
 
 
 @dataclass
@@ -38,6 +43,11 @@ class DemoState:
     change_day: np.ndarray
     s2_count: np.ndarray
     s2: np.ndarray
+    # stream -> first / last applied day, and the baseline length (as CityState has them)
+    first_stream_day: dict[str, int] = field(default_factory=dict)
+    last_day: dict[str, int] = field(default_factory=dict)
+    params: Any = None
+    version: int = 1
 
     def reference_for(self, modality: str, orbit: str | None = None
                       ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -50,6 +60,8 @@ class DemoCity:
     aoi: Any
     state: DemoState
     alerts: list[dict[str, Any]] = field(default_factory=list)  # AlertData-shaped dicts
+    land: Any = None
+    seed: int = 7
 
     def feature_collection(self) -> dict[str, Any]:
         features = []
@@ -112,8 +124,62 @@ def build_demo_city(seed: int = 7, n_sites: int = 8) -> DemoCity:
             area_m2=float(site.n_pixels * 100.0), first_detected=first, confirmed=confirmed,
             retracted=retracted, change_date=change, confidence=0.55 + 0.05 * (k % 8)))
     state = DemoState(grid=grid, status=status, first_day=first_day, change_day=change_day,
-                      s2_count=np.full((h, w), 5, np.uint8), s2=refl.astype(np.float32))
-    return DemoCity(grid=grid, aoi=aoi, state=state, alerts=alerts)
+                      s2_count=np.full((h, w), 5, np.uint8), s2=refl.astype(np.float32),
+                      first_stream_day={"s2": iso_to_day(START)},
+                      last_day={"s2": iso_to_day(END)},
+                      params=SimpleNamespace(baseline_days=BASELINE_DAYS))
+    return DemoCity(grid=grid, aoi=aoi, state=state, alerts=alerts, land=land, seed=seed)
+
+
+def write_scenes(city: DemoCity, folder: Path, days: list[date]) -> list[Any]:
+    """S2 scenes of the synthetic surface on ``days``: one GeoTIFF per band (DN =
+    reflectance x 10000, SCL 4 = clear) on the city grid, as SceneData."""
+    import rasterio
+    from affine import Affine
+
+    from monitor.domain.events import Asset, SceneData
+    from monitor.synthetic.sensors import surface_reflectance
+
+    grid = city.grid
+    folder.mkdir(parents=True, exist_ok=True)
+    profile = {"driver": "GTiff", "width": grid.width, "height": grid.height, "count": 1,
+               "crs": grid.crs, "transform": Affine(*grid.transform), "nodata": 0}
+    bands = ("blue", "green", "red", "nir", "swir16", "swir22")
+    scenes = []
+    for day in days:
+        refl, _ = surface_reflectance(city.land, day, city.seed)
+        item_id = f"S2B_MSIL2A_{day:%Y%m%d}T101029_R022_T32UPU"
+        assets = {}
+        for k, band in enumerate(bands):
+            path = folder / f"{item_id}_{band}.tif"
+            dn = np.clip(refl[k] * 10000, 1, 65535).astype(np.uint16)
+            with rasterio.open(path, "w", dtype="uint16", **profile) as dst:
+                dst.write(dn, 1)
+            assets[band] = Asset(href=str(path), key=band)
+        scl = folder / f"{item_id}_scl.tif"
+        with rasterio.open(scl, "w", dtype="uint8", **profile) as dst:
+            dst.write(np.full(grid.shape, 4, np.uint8), 1)
+        assets["scl"] = Asset(href=str(scl), key="scl")
+        west, south, east, north = city.aoi.bounds
+        scenes.append(SceneData(
+            city_id=CITY_ID, provider="synthetic", stac_api="http://stac.invalid/",
+            collection="sentinel-2-l2a", item_id=item_id, modality="s2",
+            acquired=datetime.combine(day, datetime.min.time(), tzinfo=UTC) + timedelta(hours=10),
+            bbox=[west, south, east, north], assets=assets, cloud_cover=3.0))
+    return scenes
+
+
+def register_scenes(db: Any, scenes: list[Any]) -> None:
+    """Record ``scenes`` in the scene registry as processed (what the worker leaves)."""
+    from monitor.domain.events import scene_event
+
+    for data in scenes:
+        event = scene_event(data)
+        db.register_scene(event.id, city_id=data.city_id, source="s2-test",
+                          provider=data.provider, collection=data.collection,
+                          item_id=data.item_id, modality=data.modality, acquired=data.acquired,
+                          event_json=event.to_json().decode("utf-8"))
+        db.mark_scene(event.id, "processed")
 
 
 def alert_data(*, alert_id: str, status: str, geometry: dict[str, Any], area_m2: float,
