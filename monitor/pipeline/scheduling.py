@@ -19,6 +19,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor.domain.events import utc_now
 from monitor.errors import UrbanMonitorError
+from monitor.pipeline.coverage import CoverageService, CoverageWatch
 from monitor.pipeline.discovery import Clock, CycleReport, DiscoveryCycle, Strategy
 from monitor.pipeline.runtime import discovery_cycle, install_stop_handlers
 from monitor.ports import Bus, SceneRegistry
@@ -40,6 +41,32 @@ def poll_job(cycle: DiscoveryCycle, source_name: str) -> CycleReport | None:
     except Exception:  # deliberately broad: the scheduler thread must survive any bug
         log.exception("poll of source %s failed unexpectedly", source_name)
     return None
+
+
+def coverage_job(watch: CoverageWatch, clock: Clock) -> int:
+    """One coverage gap check (``monitor.pipeline.coverage``); never raises."""
+    try:
+        return len(watch.check(clock()))
+    except UrbanMonitorError as exc:
+        log.error("coverage check failed: %s", exc)
+    except Exception:  # deliberately broad: the scheduler thread must survive any bug
+        log.exception("coverage check failed unexpectedly")
+    return 0
+
+
+def add_coverage_job(scheduler: BackgroundScheduler, settings: Settings, bus: Bus,
+                     registry: SceneRegistry, clock: Clock = utc_now) -> CoverageWatch:
+    """Check for coverage gaps every ``coverage.check_minutes`` (first check one interval
+    after the start) and publish their events on ``coverage.topic``."""
+    from monitor.pipeline.runtime import stac_catalogs
+
+    watch = CoverageWatch(settings, bus, CoverageService(
+        settings, registry=registry, catalog_for=stac_catalogs(settings)))
+    minutes = settings.coverage.check_minutes
+    scheduler.add_job(coverage_job, IntervalTrigger(minutes=minutes, timezone=UTC),
+                      args=[watch, clock], id="coverage", name=f"coverage gaps every "
+                      f"{minutes:g} min", max_instances=1, coalesce=True, replace_existing=True)
+    return watch
 
 
 def build_scheduler(cycle: DiscoveryCycle, *, start_now: bool = True,
@@ -81,6 +108,9 @@ def run_scheduler(settings: Settings, bus: Bus, registry: SceneRegistry,
     scheduler = build_scheduler(cycle)
     if not scheduler.get_jobs():
         log.warning("no enabled sources in the settings: the scheduler has nothing to poll")
+    else:
+        bus.ensure_topics([settings.coverage.topic], settings.bus.partitions)
+        add_coverage_job(scheduler, settings, bus, registry, clock)
     scheduler.start()
     for job in scheduler.get_jobs():
         log.info("scheduled %s", job.name)

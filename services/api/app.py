@@ -27,6 +27,7 @@ from fastapi import APIRouter, FastAPI
 from monitor.settings import Settings, load_settings
 from services.api.asyncapi import router as asyncapi_router
 from services.api.context import ApiContext, ApiStore, Catalogue, StateSource
+from services.api.coverage import router as coverage_router
 from services.api.dashboard import mount_dashboard
 from services.api.errors import BodyLimit, install_error_handlers
 from services.api.features import router as features_router
@@ -71,7 +72,7 @@ def create_app(settings: Settings, db: ApiStore, state_store: StateSource | None
     app.state.context = ctx
     install_error_handlers(app)
     for router in (features_router, stream_router, stats_router, subscriptions_router,
-                   stac_router, asyncapi_router):
+                   stac_router, asyncapi_router, coverage_router):
         add_routes(app, router)
 
     @app.get("/health", summary="Liveness and database check", tags=["operations"])

@@ -2,7 +2,9 @@
 
 - :class:`FaultyProxy` sits in front of the real STAC API (``rustac serve``) and can be
   ``down`` (connections are dropped without an answer), ``slow`` (every answer is held
-  back ``delay_s``) or ``garbage`` (200 OK with a body that is not JSON);
+  back ``delay_s``) or ``garbage`` (200 OK with a body that is not JSON), and can drop
+  chosen items from every answer (``drop``: item ids), as a catalogue that silently lost
+  scenes does;
 - :class:`WebhookReceiver` is a subscriber's webhook target that records every delivery's
   event id and can be taken down (its port then refuses connections) and brought back.
 """
@@ -42,6 +44,8 @@ class FaultyProxy:
         self.port = free_port()
         self.requests = 0
         self.faulted = 0
+        self.drop: set[str] = set()  # item ids left out of every answer (silently)
+        self.dropped = 0
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -85,6 +89,8 @@ class FaultyProxy:
                     return
                 content = answer.content.replace(proxy.upstream.encode(),
                                                  proxy.url.rstrip("/").encode())
+                if proxy.drop:
+                    content = proxy._without_dropped(content)
                 try:
                     self.send_response(answer.status_code)
                     self.send_header("Content-Type",
@@ -99,6 +105,24 @@ class FaultyProxy:
             do_POST = _forward  # noqa: N815
 
         return Handler
+
+    def _without_dropped(self, content: bytes) -> bytes:
+        """The answer without the items in ``drop`` (a FeatureCollection page; anything
+        else passes unchanged). ``numberMatched`` stays: catalogues that lose scenes say
+        nothing either."""
+        import json
+
+        try:
+            page = json.loads(content)
+        except ValueError:
+            return content
+        if not isinstance(page, dict) or not isinstance(page.get("features"), list):
+            return content
+        kept = [f for f in page["features"]
+                if not (isinstance(f, dict) and f.get("id") in self.drop)]
+        self.dropped += len(page["features"]) - len(kept)
+        page["features"] = kept
+        return json.dumps(page).encode()
 
     def start(self) -> FaultyProxy:
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
