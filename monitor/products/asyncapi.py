@@ -18,6 +18,7 @@ from typing import Any
 from monitor.domain.events import (
     ALERT_TYPE,
     CHANGE_TYPE,
+    COVERAGE_GAP_TYPE,
     DEAD_LETTER_TYPE,
     SCENE_TYPE,
     SCHEMA_NAMES,
@@ -28,7 +29,7 @@ ASYNCAPI_VERSION = "3.0.0"
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 KAFKA_BINDING_VERSION = "0.5.0"
 _SCHEMA_KEYS = {SCENE_TYPE: "SceneEvent", CHANGE_TYPE: "ChangeEvent", ALERT_TYPE: "AlertEvent",
-                DEAD_LETTER_TYPE: "DeadLetterEvent"}
+                DEAD_LETTER_TYPE: "DeadLetterEvent", COVERAGE_GAP_TYPE: "CoverageGapEvent"}
 
 
 def event_schema(event_type: str) -> dict[str, Any]:
@@ -111,6 +112,10 @@ def asyncapi_document(settings: Settings, api_host: str | None = None) -> dict[s
                                "a new revision of an urban change alert (a site)"),
         "DeadLetterEvent": _message(DEAD_LETTER_TYPE, "Dead letter",
                                     "a record a consumer could not process, with the reason"),
+        "CoverageGapEvent": _message(COVERAGE_GAP_TYPE, "Coverage gap opened or closed",
+                                     "expected acquisitions of a source over a city not "
+                                     "listed within the grace period (opened), or the "
+                                     "source listing again (closed)"),
     }
     webhook = {**messages["AlertEvent"], "name": "AlertWebhook",
                "title": "Alert webhook delivery", "contentType": "application/json",
@@ -133,6 +138,8 @@ def asyncapi_document(settings: Settings, api_host: str | None = None) -> dict[s
                          "subscribers, digital twins)", b.partitions),
         "deadLetters": _topic(b.dead_letter_topic, "DeadLetterEvent",
                               "records that failed, with the reason", b.partitions),
+        "coverage": _topic(settings.coverage.topic, "CoverageGapEvent", "coverage gaps "
+                           "(scheduler -> operators, subscribers)", b.partitions),
         "alertStream": {
             "address": "/alerts/stream", "servers": [{"$ref": "#/servers/api"}],
             "description": "Server-Sent Events, filters city, status, since "
@@ -156,6 +163,8 @@ def asyncapi_document(settings: Settings, api_host: str | None = None) -> dict[s
         "consumeChanges": op("receive", "changes", "the alerting consumes state deltas"),
         "publishAlerts": op("send", "alerts", "the alerting publishes alert revisions"),
         "publishDeadLetters": op("send", "deadLetters", "any consumer dead-letters a record"),
+        "publishCoverageGaps": op("send", "coverage", "the scheduler publishes coverage gaps "
+                                                      "as they open and close"),
         "streamAlerts": op("send", "alertStream", "the API streams alert revisions"),
         "deliverWebhooks": op("send", "webhooks", "the outbox dispatcher posts alert "
                                                   "revisions to subscribers"),
