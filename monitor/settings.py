@@ -231,6 +231,10 @@ class CoverageSettings(_Strict):
                                  "checks for coverage gaps (and publishes their events)")
     topic: str = Field(default="urban.coverage.v1", description="topic of the coverage gap "
                        "CloudEvents (key = city id)")
+    webhook_subscriptions: list[str] = Field(default_factory=list, description="ids or names "
+                                             "of webhook subscriptions that asked for coverage "
+                                             "gap events (their city filter applies); they go "
+                                             "out through the alert outbox, signed and retried")
 
 
 class ApiSettings(_Strict):

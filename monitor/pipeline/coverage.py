@@ -51,7 +51,7 @@ from monitor.domain.events import (
     parse_event,
     utc_now,
 )
-from monitor.domain.records import RegisteredScene
+from monitor.domain.records import Delivery, RegisteredScene
 from monitor.domain.vocabulary import as_utc, iso_utc
 from monitor.errors import CatalogError, EventError, UrbanMonitorError
 from monitor.ports import Bus, SceneCatalog, SceneRegistry
@@ -242,9 +242,12 @@ class CoverageWatch:
 
     def __init__(self, settings: Settings, bus: Bus, service: CoverageService, *,
                  topic: str | None = None, window_days: float = 30.0,
-                 listing: str = "stac+registry") -> None:
+                 listing: str = "stac+registry", outbox: Any | None = None) -> None:
         self.settings = settings
         self.bus = bus
+        # The alert outbox (``save_alert_changes`` + ``subscriptions``): gap events for the
+        # webhook subscriptions named in coverage.webhook_subscriptions go out through it.
+        self.outbox = outbox
         self.service = service
         self.topic = topic or settings.coverage.topic
         self.window = timedelta(days=window_days)
@@ -286,6 +289,7 @@ class CoverageWatch:
                     continue
                 if found:
                     self.bus.publish_many(self.topic, [(city_id, e.to_json()) for e in found])
+                    self._queue_webhooks(city_id, found)
                     for e in found:
                         assert isinstance(e.data, CoverageGapData)
                         log.warning("coverage gap %s: city %s, source %s, %d acquisition(s) "
@@ -295,3 +299,22 @@ class CoverageWatch:
                     events.extend(found)
         self.last_check = now
         return events
+
+    def _queue_webhooks(self, city_id: str, events: Sequence[CloudEvent]) -> int:
+        """Outbox rows for the subscriptions that asked for gap events (by id or name, in
+        ``coverage.webhook_subscriptions``) and cover the city. The alert dispatcher sends
+        them like AlertEvents (signed, retried); a repeated event is not queued twice."""
+        wanted = set(self.settings.coverage.webhook_subscriptions)
+        if not wanted or self.outbox is None:
+            return 0
+        subscribers = [s for s in self.outbox.subscriptions(active_only=True)
+                       if (s.id in wanted or s.name in wanted)
+                       and (not s.cities or city_id in s.cities)]
+        rows: list[Delivery] = []
+        for event in events:
+            assert isinstance(event.data, CoverageGapData)
+            payload = event.to_json().decode("utf-8")
+            rows.extend(Delivery(subscription_id=s.id, event_id=event.id,
+                                 alert_id=event.data.gap_id, payload=payload, city_id=city_id)
+                        for s in subscribers)
+        return int(self.outbox.save_alert_changes([], rows)) if rows else 0

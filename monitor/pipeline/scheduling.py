@@ -61,7 +61,8 @@ def add_coverage_job(scheduler: BackgroundScheduler, settings: Settings, bus: Bu
     from monitor.pipeline.runtime import stac_catalogs
 
     watch = CoverageWatch(settings, bus, CoverageService(
-        settings, registry=registry, catalog_for=stac_catalogs(settings)))
+        settings, registry=registry, catalog_for=stac_catalogs(settings)),
+        outbox=registry if hasattr(registry, "save_alert_changes") else None)
     minutes = settings.coverage.check_minutes
     scheduler.add_job(coverage_job, IntervalTrigger(minutes=minutes, timezone=UTC),
                       args=[watch, clock], id="coverage", name=f"coverage gaps every "

@@ -290,3 +290,44 @@ def test_the_scheduler_job_publishes_gap_events(withheld_server: StacServer,
         ("open", "2025-07-21"), ("closed", "2025-07-21"),
         ("open", "2025-07-26"), ("closed", "2025-07-26")]
     assert {m.key for m in bus.records(settings.coverage.topic)} == {"denver"}
+
+
+def test_subscribers_who_asked_get_gap_events_by_webhook(withheld_server: StacServer,
+                                                         tmp_path: Path) -> None:
+    """Through the alert outbox and its dispatcher (signed POSTs): the subscription named in
+    coverage.webhook_subscriptions gets the four events, once; another gets none."""
+    from monitor.domain.records import Subscription
+    from monitor.pipeline.outbox import dispatch_due
+    from monitor.pipeline.scheduling import add_coverage_job, coverage_job
+    from monitor.settings import AlertingSettings
+    from tests.integration.alerting_fixtures import LOOPBACK_ALLOW
+    from tools.reliability.endpoints import WebhookReceiver
+
+    db = Database(f"sqlite:///{tmp_path / 'um.db'}")
+    db.init_schema()
+    receiver, other = WebhookReceiver().start(), WebhookReceiver().start()
+    try:
+        db.add_subscription(Subscription(id="ops", name="operations", url=receiver.url,
+                                         secret="s" * 32, cities=["denver"]))
+        db.add_subscription(Subscription(id="twin", name="twin", url=other.url,
+                                         secret="t" * 32))
+        settings = Settings(**{**settings_dict(withheld_server.url,
+                                               f"sqlite:///{tmp_path / 'um.db'}"),
+                               "coverage": {"webhook_subscriptions": ["operations"]}})
+        bus = EmbeddedBus()
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        now = datetime(2025, 7, 30, 12, tzinfo=UTC)
+        watch = add_coverage_job(BackgroundScheduler(), settings, bus, db, clock=lambda: now)
+        watch.last_check = datetime(2025, 7, 10, tzinfo=UTC)
+        assert coverage_job(watch, lambda: now) == 4
+        watch.last_check = datetime(2025, 7, 10, tzinfo=UTC)  # the same check again
+        assert coverage_job(watch, lambda: now) == 4
+        stats = dispatch_due(db, settings=AlertingSettings(webhook_allow_private=LOOPBACK_ALLOW))
+        assert stats.delivered == 4
+        published = [parse_event(m.value).id for m in bus.records(settings.coverage.topic)]
+        assert receiver.received == published[:4] and other.received == []
+    finally:
+        receiver.stop()
+        other.stop()
+        db.dispose()
