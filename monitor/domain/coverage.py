@@ -20,7 +20,7 @@ sets it against what was listed:
 How the schedule is learned (all from the listed items, nothing hard-coded per mission
 but the repeat of one unit):
 
-1. Items become *passes*: (unit, orbit, UTC day). The unit comes from ``platform`` or
+1. Items become *passes*: (unit, orbit, day; a pass over midnight UTC keeps one day). The unit comes from ``platform`` or
    the item id (``S2B_...``); the orbit from ``sat:relative_orbit``, the id (Planetary
    Computer ``_R116_``; Sentinel-1 absolute orbit numbers), or, when neither says, the
    pass's UTC time of day (one relative orbit over one place always passes at the same
@@ -215,38 +215,70 @@ def _seconds_of_day(value: datetime) -> float:
     return value.hour * 3600 + value.minute * 60 + value.second + value.microsecond / 1e6
 
 
+DAY_S = 86400.0
+
+
+def circular_median_seconds(seconds: Iterable[float]) -> float:
+    """The median time of day (seconds), across midnight: 23:59:50 and 00:00:10 give
+    00:00:00, not noon."""
+    values = list(seconds)
+    ref = values[0]
+    offsets = [(v - ref + DAY_S / 2) % DAY_S - DAY_S / 2 for v in values]
+    return (ref + median(offsets)) % DAY_S
+
+
+def _label(seconds: float) -> str:
+    return f"t{int(seconds // 3600):02d}:{int(seconds % 3600 // 60):02d}"
+
+
 def _time_of_day_labels(times: Sequence[datetime]) -> dict[datetime, str]:
-    """Cluster acquisition times of day (within ORBIT_TIME_TOLERANCE_MIN of a neighbour);
-    label each time with its cluster's median time of day, ``t17:53``."""
+    """Cluster acquisition times of day (within ORBIT_TIME_TOLERANCE_MIN of a neighbour,
+    across midnight too); label each time with its cluster's median time, ``t17:53``."""
     if not times:
         return {}
+    tolerance = ORBIT_TIME_TOLERANCE_MIN * 60
     ordered = sorted(set(times), key=_seconds_of_day)
     clusters: list[list[datetime]] = [[ordered[0]]]
     for value in ordered[1:]:
-        if _seconds_of_day(value) - _seconds_of_day(clusters[-1][-1]) <= ORBIT_TIME_TOLERANCE_MIN * 60:
+        if _seconds_of_day(value) - _seconds_of_day(clusters[-1][-1]) <= tolerance:
             clusters[-1].append(value)
         else:
             clusters.append([value])
+    if len(clusters) > 1 and (_seconds_of_day(clusters[0][0]) + DAY_S
+                              - _seconds_of_day(clusters[-1][-1])) <= tolerance:
+        clusters[0] = clusters.pop() + clusters[0]  # one orbit passing at midnight
     labels: dict[datetime, str] = {}
     for cluster in clusters:
-        mid = median(_seconds_of_day(v) for v in cluster)
-        label = f"t{int(mid // 3600):02d}:{int(mid % 3600 // 60):02d}"
+        label = _label(circular_median_seconds(_seconds_of_day(v) for v in cluster))
         for value in cluster:
             labels[value] = label
     return labels
 
 
+def orbit_day(acquired: datetime, orbit_seconds: float) -> date:
+    """The day of a pass: the date of the orbit's usual time of day nearest to
+    ``acquired`` (frames of a pass over midnight UTC share one day)."""
+    return (acquired - timedelta(seconds=orbit_seconds) + timedelta(hours=12)).date()
+
+
 def group_passes(items: Iterable[ListedItem], params: CoverageParams = CoverageParams()
                  ) -> list[Pass]:
-    """Items of one unit, orbit and UTC day are one acquisition; ordered by time."""
+    """Items of one unit on one orbit on one day (of that orbit's time of day; see
+    :func:`orbit_day`) are one acquisition; ordered by time."""
     items = list(items)
     # Items with a relative orbit name it; the others are placed by their time of day.
     unknown_orbit = [i.acquired for i in items if i.orbit is None]
     labels = _time_of_day_labels(unknown_orbit)
+    orbit_of = {id(i): f"R{i.orbit:03d}" if i.orbit is not None else labels[i.acquired]
+                for i in items}
+    by_orbit: dict[str, list[float]] = defaultdict(list)
+    for item in items:
+        by_orbit[orbit_of[id(item)]].append(_seconds_of_day(item.acquired))
+    usual = {orbit: circular_median_seconds(secs) for orbit, secs in by_orbit.items()}
     groups: dict[tuple[str, str, date], list[ListedItem]] = defaultdict(list)
     for item in items:
-        orbit = f"R{item.orbit:03d}" if item.orbit is not None else labels[item.acquired]
-        groups[(item.unit or "unknown", orbit, item.acquired.date())].append(item)
+        orbit = orbit_of[id(item)]
+        groups[(item.unit or "unknown", orbit, orbit_day(item.acquired, usual[orbit]))].append(item)
     passes = []
     for (unit, orbit, day), members in groups.items():
         members.sort(key=lambda i: (i.acquired, i.item_id))
@@ -370,7 +402,8 @@ def learn_schedule(passes: Sequence[Pass], *, as_of: date, modality: str | None 
     offsets = _orbit_offsets(by_track, repeat_of)
     tod: dict[str, time] = {}
     for orbit in orbits:
-        secs = median(_seconds_of_day(p.acquired) for p in passes if p.orbit == orbit)
+        secs = circular_median_seconds(_seconds_of_day(p.acquired) for p in passes
+                                       if p.orbit == orbit)
         tod[orbit] = time(int(secs // 3600), int(secs % 3600 // 60), int(secs % 60), tzinfo=UTC)
 
     tracks: list[Track] = []

@@ -301,3 +301,27 @@ def test_the_gap_event_of_the_real_series_validates() -> None:
     assert [m["date"] for m in closed["missing"]] == ["2025-07-21"]
     assert gap_event("denver", cov, changes[1]).id == events[1].id  # deterministic
     assert events[0].id != events[1].id and events[0].data.gap_id == events[1].data.gap_id  # type: ignore[union-attr]
+
+
+def test_a_pass_over_midnight_utc_is_one_acquisition() -> None:
+    # Planetary Computer's R116 pass of 2019-01-01 starts at 00:00:01; the tiles before it
+    # on the same pass are acquired seconds before midnight.
+    real_item = listed_item_from_stac(real("planetarycomputer__sentinel-2-l2a")[0])
+    assert real_item is not None and real_item.orbit == 116
+    items: list[ListedItem] = []
+    for k in range(-12, 13):  # S2A and S2B on R116, five days apart, frames across midnight
+        unit = "sentinel-2a" if k % 2 == 0 else "sentinel-2b"
+        at = real_item.acquired + timedelta(days=5 * k)
+        items += [ListedItem(f"{unit}-{k}-a", at, unit=unit, orbit=116),
+                  ListedItem(f"{unit}-{k}-b", at - timedelta(seconds=9), unit=unit, orbit=116)]
+    passes = group_passes(items)
+    assert len(passes) == 25 and all(len(p.item_ids) == 2 for p in passes)
+    start, end = real_item.acquired - timedelta(days=40), real_item.acquired + timedelta(days=40)
+    cov = assess(items, start=start, end=end, as_of=end + timedelta(days=5))
+    assert cov.missing == [] and cov.revisit() == {
+        "R116": {"units": ["sentinel-2a", "sentinel-2b"], "repeat_days": 10, "revisit_days": 5.0}}
+    dropped = [i for i in items if not i.item_id.startswith("sentinel-2b-3-")]
+    missing = assess(dropped, start=start, end=end, as_of=end + timedelta(days=5)).missing
+    (gone,) = missing  # its usual time is 23:59:56 UTC, the pass's day is the 15th
+    assert gone.unit == "sentinel-2b" and gone.day == date(2019, 1, 15)
+    assert abs(gone.at - (real_item.acquired + timedelta(days=15))) < timedelta(seconds=10)
