@@ -59,6 +59,7 @@ class DemoResult:
     seconds: float = 0.0
     report: Path | None = None
     dead_letters: int = 0
+    serve_config: Path | None = None
 
 
 def options_from_settings(settings: Settings, **overrides: Any) -> DemoOptions:
@@ -103,6 +104,37 @@ def _demo_settings(settings: Settings, stac_url: str, aoi_geojson: dict[str, Any
     for source in data["sources"]:
         source["provider"] = "synthetic"
     return Settings(**data)
+
+
+SERVE_CONFIG = "serve.yaml"
+
+
+def write_serve_config(run_dir: Path) -> Path:
+    """``<run>/serve.yaml``: the settings that serve this run's results with the API
+    (``urban-monitor serve api --config <run>/serve.yaml``, dashboard at /dashboard/).
+
+    It names no city: the API then reads the demo city from the run's database, where the
+    demo registered the generated archive's own outline, grid and population, so nothing
+    overwrites them with a configured box."""
+    from monitor.settings import CONFIG_DIR
+
+    run = run_dir.resolve()
+    text = "\n".join([
+        "# Written by `urban-monitor demo`: serve this run's results with",
+        f"#   urban-monitor serve api --config {run / SERVE_CONFIG}",
+        "# and open http://127.0.0.1:8000/dashboard/ (the city comes from the database).",
+        f"base: {CONFIG_DIR.resolve() / 'default.yaml'}",
+        'cities_file: ""',
+        "cities: []",
+        "database:",
+        f"  url: sqlite:///{run / 'urban-monitor.db'}",
+        "state:",
+        f"  url: {run / 'state'}",
+        "",
+    ])
+    path = run / SERVE_CONFIG
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def _reset_outputs(settings: Settings) -> None:
@@ -250,6 +282,7 @@ def _replay(settings: Settings, opts: DemoOptions, archive: Archive, run_dir: Pa
                 result.score = _score(state, archive, history or list(alerts))
                 result.report = _write_report(settings, state, alerts, archive, result, opts,
                                               scenes=_processed_scenes(runtime.db))
+            result.serve_config = write_serve_config(run_dir)
         finally:
             runtime.close()
 

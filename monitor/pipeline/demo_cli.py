@@ -57,6 +57,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"  total {result.seconds} s")
     if result.report:
         print(f"  report: {result.report.resolve()}")
+    if result.serve_config:
+        print(f"  live dashboard: urban-monitor serve api --config {result.serve_config}"
+              " -> http://127.0.0.1:8000/dashboard/")
     return 0
 
 
