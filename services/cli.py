@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
+import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from monitor import cli as library_cli
@@ -27,6 +30,7 @@ from monitor.pipeline.runtime import (
 )
 from monitor.pipeline.scheduling import run_scheduler
 from monitor.settings import Settings, load_settings
+from services import health
 
 log = logging.getLogger(__name__)
 
@@ -34,23 +38,33 @@ ROLES = ("scheduler", "inference", "alerting", "api", "all")
 Role = Callable[[Runtime, threading.Event], object]
 
 
-def run_api(runtime: Runtime, stop: threading.Event) -> None:
-    """The API (uvicorn) until ``stop`` is set."""
-    import uvicorn
-
+def run_api(runtime: Runtime, stop: threading.Event, sock: socket.socket | None = None) -> None:
+    """The API (uvicorn, bounded: ``services.api.server``) until ``stop`` is set; raises
+    when the port cannot be bound or the server stops by itself."""
     from services.api import create_app
+    from services.api.server import bind_socket, make_server
 
     settings = runtime.settings
+    if sock is None:
+        sock = bind_socket(settings.api.host, settings.api.port)
     app = create_app(settings, runtime.db, state_store(settings))
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.api.host, port=settings.api.port,
-                                           log_level=settings.logging.level.lower()))
+    server = make_server(app, settings)
     # Our stop event ends it (uvicorn would otherwise take SIGINT/SIGTERM for itself).
     server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn",
+                              daemon=True)
     thread.start()
-    stop.wait()
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        while not stop.is_set():
+            if not thread.is_alive():
+                raise UrbanMonitorError(f"the API server on {settings.api.host}:"
+                                        f"{settings.api.port} stopped by itself",
+                                        "see the log lines above")
+            stop.wait(0.5)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
 
 
 RUNNERS: dict[str, Role] = {
@@ -64,25 +78,57 @@ RUNNERS: dict[str, Role] = {
 
 def serve_roles(settings: Settings, roles: Sequence[str]) -> int:
     """Run ``roles`` (each in its own thread, one shared runtime) until SIGTERM/SIGINT or
-    until every role has returned."""
-    runtime = build_runtime(settings)
+    until every role has returned. The API's port is bound before anything else (a taken
+    port fails at once); a role that raises stops the others and the process exits 2.
+    While every role runs, a heartbeat file is written (``services.health``)."""
+    from services.api.server import bind_socket
+
+    sock = bind_socket(settings.api.host, settings.api.port) if "api" in roles else None
+    try:
+        runtime = build_runtime(settings)
+    except BaseException:
+        if sock is not None:
+            sock.close()
+        raise
     stop = threading.Event()
     install_stop_handlers(stop)
+    failures: list[str] = []
+    name = "all" if len(roles) > 1 else roles[0]
+
+    def guarded(role: str) -> None:
+        try:
+            if role == "api":
+                run_api(runtime, stop, sock)
+            else:
+                RUNNERS[role](runtime, stop)
+        except Exception as exc:  # noqa: BLE001 - reported, and the process exits non-zero
+            failures.append(role)
+            log.error("%s failed: %s", role, exc,
+                      exc_info=not isinstance(exc, UrbanMonitorError))
+            stop.set()
+
     threads = []
     for role in roles:
-        thread = threading.Thread(target=RUNNERS[role], args=(runtime, stop), name=role,
-                                  daemon=True)
+        thread = threading.Thread(target=guarded, args=(role,), name=role, daemon=True)
         thread.start()
         threads.append(thread)
         log.info("%s started", role)
+    last_beat = 0.0
     try:
         while not stop.is_set() and any(t.is_alive() for t in threads):
+            if time.monotonic() - last_beat >= health.BEAT_EVERY_S:
+                health.beat(name, {t.name: t.is_alive() for t in threads})
+                last_beat = time.monotonic()
             stop.wait(0.5)
     finally:
         stop.set()
+        health.clear(name)
         for thread in threads:
             thread.join(timeout=30)
         runtime.close()
+    if failures:
+        log.error("stopping: %s failed", ", ".join(failures))
+        return 2
     return 0
 
 
@@ -119,6 +165,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "only after processing, so nothing is lost).")
     serve.add_argument("role", choices=ROLES)
     serve.set_defaults(func=_cmd_serve)
+
+    check = subparsers.add_parser(
+        "health", help="liveness of a served role (for container healthchecks)",
+        description="Exit 0 when `serve ROLE` on this machine wrote its heartbeat within "
+                    "--max-age seconds and all its roles run; 1 (with the reason) if not.")
+    check.add_argument("role", choices=ROLES)
+    check.add_argument("--max-age", type=float, default=health.DEFAULT_MAX_AGE_S,
+                       help="seconds (default: %(default)s)")
+    check.set_defaults(func=_cmd_health)
+
+
+def _cmd_health(args: argparse.Namespace) -> int:
+    ok, why = health.check(args.role, args.max_age)
+    print(why, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
 
 
 def register_tools(subparsers: argparse._SubParsersAction) -> None:

@@ -23,6 +23,7 @@ import json
 import logging
 import re
 import uuid
+import zipfile
 from typing import Any
 
 import fsspec
@@ -107,6 +108,15 @@ class StateStore:
         found = sorted(int(m.group(1)) for n in names if (m := _VERSION_FILE.match(n)))
         return [v for v in found if v <= latest]
 
+    def stored_versions(self, city_id: str) -> list[int]:
+        """Version files present, oldest first, whatever the pointer says (to fall back
+        on when the pointer or the latest version is damaged)."""
+        try:
+            names = [p.rsplit("/", 1)[-1] for p in self.fs.ls(self._dir(city_id), detail=False)]
+        except FileNotFoundError:
+            return []
+        return sorted(int(m.group(1)) for n in names if (m := _VERSION_FILE.match(n)))
+
     def load(self, city_id: str) -> CityState | None:
         """The latest saved state of the city, or None when it has none."""
         latest = self.latest_version(city_id)
@@ -131,7 +141,7 @@ class StateStore:
         except StateError as exc:
             raise StateError(city_id, f"version {version} does not fit its own grid: {exc.what}",
                              f"load an older version from {self.versions(city_id)}") from exc
-        except (ValueError, KeyError, OSError) as exc:
+        except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
             raise StateError(city_id, f"version {version} at {path} is corrupt: {exc}",
                              f"load an older version from {self.versions(city_id)}") from exc
         return state

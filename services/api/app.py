@@ -58,7 +58,8 @@ def create_app(settings: Settings, db: ApiStore, state_store: StateSource | None
     app = FastAPI(title=api.title, version="1.0",
                   description="Urban change alerts from Sentinel-1/2, as OGC API - Features, "
                   "a live stream, statistics and maps.")
-    app.add_middleware(BodyLimit, max_bytes=api.max_request_bytes)
+    app.add_middleware(BodyLimit, max_bytes=api.max_request_bytes,
+                       timeout_s=api.timeout_request_s)
     if layers is None:
         from monitor.pipeline.runtime import layer_store
 
@@ -85,11 +86,15 @@ def create_app(settings: Settings, db: ApiStore, state_store: StateSource | None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m services.api [--config FILE] [--host H] [--port P]``: uvicorn."""
-    import uvicorn
+    """``python -m services.api [--config FILE] [--host H] [--port P]``: uvicorn, on a
+    socket bound first (a taken port exits 2 at once, with a message)."""
+    import sys
 
     from monitor.cli import configure_logging
+    from monitor.errors import UrbanMonitorError
     from monitor.pipeline.runtime import open_database, state_store
+    from monitor.redact import redact_text
+    from services.api.server import bind_socket, make_server
 
     parser = argparse.ArgumentParser(prog="python -m services.api",
                                      description="Serve the Urban Monitor HTTP API.")
@@ -97,9 +102,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
     args = parser.parse_args(argv)
-    settings = load_settings(args.config)
-    configure_logging(settings.logging.level)
-    app = create_app(settings, open_database(settings), state_store(settings))
-    uvicorn.run(app, host=args.host or settings.api.host, port=args.port or settings.api.port,
-                log_level=settings.logging.level.lower())
-    return 0
+    try:
+        settings = load_settings(args.config)
+        configure_logging(settings.logging.level)
+        sock = bind_socket(args.host or settings.api.host, args.port or settings.api.port)
+        app = create_app(settings, open_database(settings), state_store(settings))
+    except UrbanMonitorError as exc:
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
+        return 2
+    server = make_server(app, settings)
+    server.run(sockets=[sock])
+    return 0 if server.started else 1

@@ -4,6 +4,7 @@ held once per app (``app.state.context``) and handed to the routes as a dependen
 from __future__ import annotations
 
 import csv
+import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -15,6 +16,8 @@ from monitor.errors import UrbanMonitorError
 from monitor.pipeline.city_stats import CityInfo
 from monitor.ports import AlertRepository, CityRepository, DeliveryOutbox, SubscriptionRepository
 from monitor.settings import ApiSettings, Settings
+
+log = logging.getLogger(__name__)
 
 
 class ApiStore(AlertRepository, SubscriptionRepository, DeliveryOutbox, CityRepository,
@@ -95,18 +98,48 @@ class ApiContext:
         return self.settings.api
 
     def load_state(self, city_id: str) -> Any:
-        """The city's change state, or the API's 404 (unknown city, no store, no state)."""
+        """The city's change state, or the API's 404 (unknown city, no store, no state).
+
+        A damaged latest version (truncated file, bad pointer) falls back to the newest
+        intact kept version; with none intact, 503. Messages never hold server paths."""
         self.catalogue.city(city_id)
         if self.states is None:
             raise HTTPException(404, "no change state store is configured for this API")
         try:
             state = self.states.load(city_id)
-        except (UrbanMonitorError, FileNotFoundError, KeyError) as exc:
-            raise HTTPException(404, f"no change state for city '{city_id}' yet ({exc})") from exc
+        except (FileNotFoundError, KeyError):
+            raise HTTPException(404, f"no change state for city '{city_id}' yet") from None
+        except Exception as exc:  # noqa: BLE001 - StateError, or a reader's own error
+            state = self._intact_fallback(city_id, exc)
         if state is None:
             raise HTTPException(404, f"no change state for city '{city_id}' yet; it appears "
                                 "after the first scene is processed")
         return state
+
+    def _intact_fallback(self, city_id: str, failure: Exception) -> Any:
+        states: Any = self.states
+        log.warning("change state of %s cannot be read (%s); trying the kept versions",
+                    city_id, failure)
+        try:
+            candidates = list(states.stored_versions(city_id))
+        except Exception:  # noqa: BLE001 - a store without listing, or listing fails
+            candidates = []
+        try:
+            latest = states.latest_version(city_id)
+        except Exception:  # noqa: BLE001 - the pointer itself is damaged
+            latest = None
+        if latest is not None:
+            candidates = [v for v in candidates if v <= latest]
+        for version in reversed(candidates):
+            try:
+                state = states.load_version(city_id, version)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("change state of %s, version %s: %s", city_id, version, exc)
+                continue
+            log.warning("serving version %s of %s (the latest is damaged)", version, city_id)
+            return state
+        raise HTTPException(503, f"the change state of city '{city_id}' is damaged and no "
+                            "intact version is kept; it is rebuilt as scenes are processed")
 
 
 def context(request: Request) -> ApiContext:

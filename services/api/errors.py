@@ -2,11 +2,13 @@
 
 Bad parameters get 400 ``InvalidParameterValue`` (from our parsers, or from FastAPI's
 validation of a declared query parameter), bad bodies 400 ``InvalidRequest``, unknown
-things 404, bodies above ``api.max_request_bytes`` 413.
+things 404, bodies above ``api.max_request_bytes`` 413, bodies slower than ``api.timeout_request_s``
+408.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -59,9 +61,10 @@ class BodyLimit:
     """ASGI middleware: refuse request bodies above ``max_bytes`` with 413 (by header, and
     by counting for chunked uploads) before the application reads them."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -77,8 +80,17 @@ class BodyLimit:
         chunks: list[bytes] = []
         size = 0
         more = True
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
         while more:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(
+                    receive(), max(0.0, deadline - asyncio.get_running_loop().time()))
+            except TimeoutError:
+                late = error_response(408, "RequestTimeout", "the request body did not "
+                                      f"arrive within {self.timeout_s:g} s")
+                late.headers["Connection"] = "close"
+                await late(scope, receive, send)
+                return
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")

@@ -73,6 +73,9 @@ def _parse_instant(text: str, *, end: bool) -> date:
                 value = value.astimezone(UTC)
             return value.date()
         return date.fromisoformat(text)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59 is past year 9999 in UTC
+        raise RequestError("datetime", f"'{text}' is out of range in UTC",
+                           "give a date-time between years 1 and 9999 in UTC") from None
     except ValueError:
         raise RequestError("datetime", f"'{text}' is not an RFC 3339 date or date-time",
                            "e.g. 2024-03-01, 2024-03-01T00:00:00Z, 2024-01-01/2024-06-30, "

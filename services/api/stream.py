@@ -8,6 +8,7 @@ alerting processes).
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from starlette.exceptions import HTTPException
 
 from monitor.domain.vocabulary import as_utc
 from monitor.errors import RequestError
@@ -42,16 +44,67 @@ async def stream(
     if since:
         try:
             cursor = as_utc(datetime.fromisoformat(since.replace("Z", "+00:00")))
+        except OverflowError:
+            raise RequestError("since", f"'{since}' is out of range in UTC",
+                               "give a date-time between years 1 and 9999 in UTC") from None
         except ValueError:
             raise RequestError("since", f"'{since}' is not an RFC 3339 date-time",
                                "e.g. 2024-03-01T00:00:00Z") from None
+        cursor = max(cursor, EARLIEST)  # nothing is older; keeps the look-back in range
     else:
         cursor = datetime.now(UTC)
+    slots = _slots(request, ctx.api.max_sse_clients)
+    if not slots.acquire(blocking=False):
+        raise HTTPException(503, f"{ctx.api.max_sse_clients} live streams are open (the "
+                            "limit, api.max_sse_clients); retry later")
     return StreamingResponse(
-        alert_stream(request, ctx.store, city, statuses, cursor, ctx.api.sse_poll_s,
-                     ctx.api.sse_heartbeat_s),
+        _released(alert_stream(request, ctx.store, city, statuses, cursor, ctx.api.sse_poll_s,
+                               ctx.api.sse_heartbeat_s), slots),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _slots(request: Request, limit: int) -> threading.BoundedSemaphore:
+    """The app's live-stream slots (one semaphore per app)."""
+    state = request.app.state
+    slots = getattr(state, "sse_slots", None)
+    if slots is None:
+        slots = state.sse_slots = threading.BoundedSemaphore(limit)
+    return slots
+
+
+async def _released(frames: AsyncIterator[bytes],
+                    slots: threading.BoundedSemaphore) -> AsyncIterator[bytes]:
+    try:
+        async for frame in frames:
+            yield frame
+    finally:
+        slots.release()
+
+
+def _frames(alerts: AlertRepository, city: str | None, statuses: Sequence[str],
+            since: datetime, floor: datetime,
+            sent: dict[tuple[str, int], datetime]) -> tuple[list[bytes], datetime | None]:
+    """Query and serialise one poll's new revisions (in a worker thread: building the
+    CloudEvent JSON of hundreds of alerts must not hold the event loop)."""
+    rows = alerts.alerts(city_id=city, statuses=list(statuses) or None, updated_since=since,
+                         limit=500, order_by_updated=True)
+    frames: list[bytes] = []
+    newest: datetime | None = None
+    for row in rows:
+        key = (row.id, row.revision)
+        updated = row.updated_at
+        if updated is None or key in sent or updated < floor:
+            continue
+        sent[key] = updated
+        event = record_to_event(row, time=updated)
+        frames.append(f"id: {event.id}\nevent: alert\ndata: {event.to_json().decode()}\n\n"
+                      .encode())
+        newest = updated if newest is None else max(newest, updated)
+    return frames, newest
 
 
 async def alert_stream(request: Request, alerts: AlertRepository, city: str | None,
@@ -67,20 +120,12 @@ async def alert_stream(request: Request, alerts: AlertRepository, city: str | No
     yield b": urban-monitor alert stream\n\n"  # opens the stream for the client at once
     last_beat = time.monotonic()
     while not await request.is_disconnected():
-        rows = await run_in_threadpool(alerts.alerts, city_id=city,
-                                       statuses=list(statuses) or None,
-                                       updated_since=cursor - overlap, limit=500,
-                                       order_by_updated=True)
-        for row in rows:
-            key = (row.id, row.revision)
-            updated = row.updated_at
-            if updated is None or key in sent or updated < floor:
-                continue
-            sent[key] = updated
-            event = record_to_event(row, time=updated)
-            yield (f"id: {event.id}\nevent: alert\ndata: {event.to_json().decode()}\n\n"
-                   ).encode()
-            cursor = max(cursor, updated)
+        frames, newest = await run_in_threadpool(_frames, alerts, city, statuses,
+                                                 cursor - overlap, floor, sent)
+        if frames:
+            yield b"".join(frames)
+        if newest is not None:
+            cursor = max(cursor, newest)
         horizon = cursor - 2 * overlap
         for key in [k for k, t in sent.items() if t < horizon]:
             del sent[key]

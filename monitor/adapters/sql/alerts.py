@@ -16,7 +16,7 @@ from typing import Any
 
 from shapely.geometry import box, shape
 from sqlalchemy import and_, or_
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 
 from monitor.adapters.sql.engine import SqlRepository
 from monitor.adapters.sql.tables import AlertRow, DeliveryRow, FoldedChangeRow, _now
@@ -159,12 +159,19 @@ class SqlAlertRepository(SqlRepository):
         areas = [box(*b) for b in query.boxes]
 
         def refine(s: Session) -> AlertPage:
-            q = _filter(select(AlertRow), boxes=query.boxes, **filters)
-            candidates = [_alert(row) for row in
-                          s.exec(q.order_by(AlertRow.first_detected, AlertRow.id))]
-            hits = [a for a in candidates
-                    if any(shape(a.geometry).intersects(area) for area in areas)]
-            return AlertPage(hits[offset:offset + limit], len(hits))
+            # Only ids and geometries of the envelope hits are read and tested; the page's
+            # rows are then loaded whole (a bbox with limit=10 parses 10 alerts, not all).
+            q = _filter(select(AlertRow.id, AlertRow.geometry_json),  # type: ignore[call-overload]
+                        boxes=query.boxes, **filters)
+            hits = [row_id for row_id, geometry in
+                    s.exec(q.order_by(AlertRow.first_detected, AlertRow.id))
+                    if any(shape(json.loads(geometry)).intersects(area) for area in areas)]
+            page_ids = hits[offset:offset + limit]
+            if not page_ids:
+                return AlertPage([], len(hits))
+            rows = {r.id: r for r in s.exec(select(AlertRow).where(
+                col(AlertRow.id).in_(page_ids)))}
+            return AlertPage([_alert(rows[i]) for i in page_ids if i in rows], len(hits))
         return self._run(refine)
 
     def change_folded(self, event_id: str) -> bool:
