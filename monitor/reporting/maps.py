@@ -10,6 +10,7 @@ The API serves these (see ``services/dashboard.py``); the demo puts them in its 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -24,7 +25,7 @@ from monitor.domain.rendering import (
     warp_to_web_mercator,
     web_mercator_bounds,
 )
-from monitor.domain.vocabulary import ACTIVE_STATUSES
+from monitor.domain.vocabulary import ACTIVE_STATUSES, status_code
 from monitor.reporting.png import encode_png
 
 # A browser shows a city layer at most a few screens wide; more pixels only cost bytes.
@@ -60,11 +61,14 @@ def map_bounds(grid: CityGrid) -> list[float]:
     return web_mercator_bounds(grid)
 
 
-def change_days_of(state: ChangeStateView) -> tuple[np.ndarray, np.ndarray]:
+def change_days_of(state: ChangeStateView, statuses: Sequence[str] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """(day of change per pixel, mask of pixels to show): the estimated change day where
-    known, else the first-detection day; only active (not retracted) statuses."""
+    known, else the first-detection day; pixels of ``statuses`` (alert status names),
+    by default the active ones (first, provisional, confirmed)."""
     days = np.where(state.change_day > 0, state.change_day, state.first_day)
-    mask = np.isin(state.status, _ACTIVE_CODES)
+    codes = _ACTIVE_CODES if statuses is None else tuple(status_code(s) for s in statuses)
+    mask = np.isin(state.status, codes)
     return days, mask
 
 
@@ -75,11 +79,14 @@ def change_date_range(state: ChangeStateView) -> tuple[int, int] | None:
 
 
 def render_change_png(state: ChangeStateView, *, start_day: int | None = None,
-                      end_day: int | None = None, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
-    """The time-of-change layer as PNG (transparent where nothing changed). The colour
-    range defaults to the state's own first..last day of change, as in its legend."""
-    days, mask = change_days_of(state)
-    found = change_day_range(days, mask)
+                      end_day: int | None = None, max_size: int = DEFAULT_MAX_SIZE,
+                      statuses: Sequence[str] | None = None) -> bytes:
+    """The time-of-change layer as PNG (transparent where nothing changed) of the pixels
+    of ``statuses`` (default: the active ones). The colour range defaults to the state's
+    own first..last day of change among active pixels, as in its legend, whatever
+    ``statuses`` shows, so the colours mean the same dates in every view."""
+    days, mask = change_days_of(state, statuses)
+    found = change_date_range(state)
     lo, hi = found if found else (1, 2)
     rgba = colour_change_days(days, start_day if start_day is not None else lo,
                               end_day if end_day is not None else hi, mask=mask)

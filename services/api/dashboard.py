@@ -111,8 +111,18 @@ def dashboard_router(load_state: Callable[[str], Any]) -> APIRouter:
 
     @router.get("/cities/{city_id}/maps/change-overlay.png",
              summary="Time-of-change layer for web maps (Web Mercator aligned)")
-    async def change_overlay_png(city_id: str) -> Response:
-        data = await run_in_threadpool(layer, city_id, "change", render_change_png)
+    async def change_overlay_png(city_id: str, status: Annotated[str | None, Query(
+            description="comma-separated statuses whose pixels are drawn (default: first, "
+                        "provisional, confirmed); the dashboard passes its status filter")]
+            = None) -> Response:
+        statuses = None
+        if status:
+            statuses = tuple(sorted(set(parse_filter(
+                status=status, date_field=None, date_from=None, date_to=None,
+                min_confidence=None, min_area_ha=None).statuses)))
+        name = "change" if statuses is None else "change:" + ",".join(statuses)
+        data = await run_in_threadpool(layer, city_id, name,
+                                       lambda state: render_change_png(state, statuses=statuses))
         return Response(data, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
     return router

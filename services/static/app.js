@@ -218,6 +218,12 @@
         changeLegend: info?.change_legend || null,
       };
     }
+    /** The time-of-change layer with the pixels of the statuses the filter shows. */
+    changeUrl(layers, statuses) {
+      if (!layers.change) return null;
+      const shown = STATUSES.filter((s) => statuses.has(s));
+      return shown.length ? `${layers.change}&status=${shown.join(",")}` : null;
+    }
     async overview(cityId) {
       try {
         return await this.json(`/cities/${encodeURIComponent(cityId)}/overview`);
@@ -274,6 +280,7 @@
       return { bounds: c.bounds || boundsOfGeometry(c.geometry), rgb: c.rgb_png || null, change: c.change_png || null, changeLegend: c.change_legend || null };
     }
     async overview(cityId) { return this.city(cityId).overview || null; }
+    changeUrl(layers) { return layers.change; } // one image: the active pixels
     async evidence(cityId, alertId) {
       const found = (this.city(cityId).evidence || {})[alertId];
       if (!found) { const e = new Error("not in this report"); e.status = 404; throw e; }
@@ -380,9 +387,10 @@
 
     setOverlay(name, url, bounds, options) {
       const old = this.overlays[name];
+      // Keep the user's choice: a replaced layer stays on (or off) as it was.
+      const visible = old ? this.map.hasLayer(old) : options.show !== false;
       if (old) { this.map.removeLayer(old); this.layerControl.removeLayer(old); delete this.overlays[name]; }
       if (!url || !bounds) return;
-      const visible = old ? this.map.hasLayer(old) : options.show !== false; // keep the user's choice
       const layer = L.imageOverlay(url, toLatLngBounds(bounds), Object.assign({ interactive: false }, options));
       layer.on("error", () => {
         this.layerControl.removeLayer(layer);
@@ -431,6 +439,12 @@
       this.writeUrl();
       this.renderAlerts();
       this.renderDownloads();
+      // Live: the time-of-change layer follows the status filter too.
+      const statuses = STATUSES.filter((s) => this.filters.statuses.has(s)).join(",");
+      if (this.source.mode === "live" && this.layers && statuses !== this.overlayStatuses) {
+        this.overlayStatuses = statuses;
+        this.setOverlay("Time of change", this.source.changeUrl(this.layers, this.filters.statuses), this.layers.bounds, { opacity: 0.85, className: "layer-change" });
+      }
     }
 
     /** The view in the URL: the query string when the page may change it, else the hash. */
@@ -509,7 +523,8 @@
       this.changeLegend = layers.changeLegend;
       this.overview = overview;
       this.setOverlay("RGB composite (latest clear)", layers.rgb, layers.bounds, { opacity: 1, show: true, className: "layer-rgb" });
-      this.setOverlay("Time of change", layers.change, layers.bounds, { opacity: 0.85, show: true, className: "layer-change" });
+      this.setOverlay("Time of change", this.source.changeUrl(layers, this.filters.statuses), layers.bounds, { opacity: 0.85, show: true, className: "layer-change" });
+      this.overlayStatuses = STATUSES.filter((s) => this.filters.statuses.has(s)).join(",");
       const bounds = layers.bounds ? toLatLngBounds(layers.bounds) : null;
       this.computeRanges(true);
       this.renderAlerts();
@@ -563,7 +578,7 @@
           this.layers = layers;
           this.changeLegend = layers.changeLegend || this.changeLegend;
           this.setOverlay("RGB composite (latest clear)", layers.rgb, layers.bounds, { opacity: 1, className: "layer-rgb" });
-          this.setOverlay("Time of change", layers.change, layers.bounds, { opacity: 0.85, className: "layer-change" });
+          this.setOverlay("Time of change", this.source.changeUrl(layers, this.filters.statuses), layers.bounds, { opacity: 0.85, className: "layer-change" });
           this.computeRanges(this.isSliderAtEnd());
           this.renderLegends();
         } catch (err) {
@@ -896,7 +911,8 @@
       const range = this.changeRange;
       const hasLayer = Boolean(this.layers && this.layers.change);
       if (!range && !hasLayer) return;
-      box.append(el("div", { class: "legend-title" }, hasLayer ? "Time of change (map layer)" : "Date of change"));
+      const whose = this.source.mode === "live" ? "pixels of the statuses shown" : "first, provisional and confirmed pixels";
+      box.append(el("div", { class: "legend-title" }, hasLayer ? `Time of change (map layer: ${whose})` : "Date of change"));
       const gradient = CHANGE_RAMP.map(([p, c]) => `${c} ${p * 100}%`).join(", ");
       box.append(el("div", { class: "ramp", style: `background: linear-gradient(to right, ${gradient})` }));
       const ticks = el("div", { class: "ramp-ticks" });

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 
+from monitor.reporting.png import decode_png
 from tests.browser.conftest import EMPTY_CITY_ID, ApiServer
 from tests.browser.demo_data import alert_record, new_site_alert
 
@@ -88,7 +89,19 @@ def test_filters_change_what_is_drawn_and_live_in_the_url(api_server: ApiServer,
     assert page.locator("path.alert-retracted").count() == 1
     query = parse_qs(urlparse(page.url).query)
     assert query["status"] == ["provisional,confirmed,retracted"]
+    # The time-of-change layer follows the status filter: its pixels are those statuses'.
+    overlay = page.locator("img.layer-change")
+    assert "status=provisional,confirmed,retracted" in overlay.get_attribute("src")
     page.uncheck("#filter-status input[value='retracted']")
+    assert "status=provisional,confirmed" in overlay.get_attribute("src")
+    src = overlay.get_attribute("src")
+    opaque = {}
+    for statuses in ("provisional,confirmed", "first,provisional,confirmed", "withdrawn"):
+        png = httpx.get(src.replace("status=provisional,confirmed", f"status={statuses}"),
+                        timeout=10).content
+        opaque[statuses] = int((decode_png(png)[..., 3] > 0).sum())
+    assert 0 == opaque["withdrawn"] < opaque["provisional,confirmed"]
+    assert opaque["provisional,confirmed"] < opaque["first,provisional,confirmed"]
     # Confidence: at least 70 %.
     page.fill("#filter-confidence", "70")
     page.dispatch_event("#filter-confidence", "change")
@@ -230,6 +243,13 @@ def test_new_alert_appears_live_without_reload(api_server: ApiServer, page: Any,
                            timeout=15_000)
     assert page.locator("path.alert-shape").count() == before + 1
     assert page.evaluate("window.__sameDocument") is True  # no reload happened
+    # A new state means new overlays: they are re-read (a few seconds later) and stay on.
+    first_src = page.get_attribute("img.layer-change", "src")
+    page.wait_for_function(f"document.querySelector('img.layer-change') && "
+                           f"document.querySelector('img.layer-change').src !== '{first_src}'",
+                           timeout=15_000)
+    page.wait_for_function("document.querySelector('img.layer-change').naturalWidth > 0")
+    assert page.locator("img.layer-rgb").count() == 1
     page.screenshot(path=str(artifacts / "dashboard-live.png"), full_page=True)
     assert page.errors == []
 
