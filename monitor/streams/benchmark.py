@@ -22,13 +22,14 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from monitor.domain.alert_scoring import AlertScore, ScoredAlert, score_alerts
+from monitor.domain.vocabulary import UNIX_DAY_OFFSET
 from monitor.errors import StreamError
 from monitor.settings import Settings
 from monitor.streams.archive import StreamArchive
@@ -155,7 +156,7 @@ def _state_score(run_dir: Path, archive: StreamArchive, city: str) -> dict[str, 
     state = StateStore(str(run_dir / "state")).load(city)
     if state is None:
         return {}
-    offset = (date(2014, 1, 1) - date(1970, 1, 1)).days
+    offset = UNIX_DAY_OFFSET
 
     def epoch(days: np.ndarray) -> np.ndarray:
         d = days.astype(np.int32)

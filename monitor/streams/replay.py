@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from monitor.domain.state import CityState, Observation, StateParams
+from monitor.domain.vocabulary import UNIX_DAY_OFFSET
 from monitor.pipeline.inference import predict_change
 from monitor.streams.archive import StreamArchive
 
@@ -133,9 +134,7 @@ def site_alerts(state: CityState, reported_ever: dict[int, set[str]]) -> list[An
     their footprints on the grid: what ``score_alerts`` takes."""
     from monitor.domain.alert_scoring import ScoredAlert
     from monitor.domain.sites import site_footprint
-    from monitor.streams.simulate import EPOCH_1970
-
-    offset = (date(2014, 1, 1) - EPOCH_1970).days
+    offset = UNIX_DAY_OFFSET
     out = []
     status, site = state.status, state.to_arrays()["site"]
     for summary in state.sites.values():
