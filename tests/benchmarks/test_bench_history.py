@@ -13,6 +13,7 @@ Per-stage costs per megapixel (for ``urban-monitor capacity --costs``) go to
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from datetime import date, datetime
@@ -65,6 +66,23 @@ def test_publish_and_alerting_per_scene_do_not_grow_with_history(tmp_path: Path)
                                        alerts_topic=settings.bus.alerts_topic)
             consumer = bus.consumer([settings.bus.scenes_topic], "bench", client_id="bench")
             rows = []
+            # time spent in the garbage collector between two measured scenes (a cost
+            # that grows with the number of live objects, not with what a scene changed)
+            gc_time = [0.0]
+            gc_started = [0.0]
+
+            def on_gc(phase: str, info: dict) -> None:
+                if phase == "start":
+                    gc_started[0] = time.perf_counter()
+                else:
+                    gc_time[0] += time.perf_counter() - gc_started[0]
+
+            gc.callbacks.append(on_gc)
+
+            def worker_state_sites(w: object) -> dict:
+                cached = getattr(w, "_cache", {}).get("hist")
+                return cached[1].sites if cached else {}
+
             while True:
                 messages = consumer.poll(timeout_s=0.0, max_records=50)
                 if not messages:
@@ -80,6 +98,8 @@ def test_publish_and_alerting_per_scene_do_not_grow_with_history(tmp_path: Path)
                     t = time.perf_counter()
                     alerting(outcome.change)
                     alert_s = time.perf_counter() - t
+                    gc_s = gc_time[0]
+                    gc_time[0] = 0.0
                     change = outcome.change.data
                     assert isinstance(change, ChangeData)
                     rows.append({
@@ -87,7 +107,9 @@ def test_publish_and_alerting_per_scene_do_not_grow_with_history(tmp_path: Path)
                         "modality": change.modality, "sites": len(change.sites),
                         "bytes": len(outcome.change.to_json()),
                         "publish_s": after["publish"] - before["publish"], "alerting_s": alert_s,
+                        "gc_s": gc_s, "n_site_table": len(worker_state_sites(worker)),
                         **{k: after[k] - before[k] for k in ("read", "infer", "update", "persist")}})
+            gc.callbacks.remove(on_gc)
             alerts = runtime.db.count_alerts(city_id="hist")
         finally:
             runtime.close()
