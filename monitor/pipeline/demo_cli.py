@@ -33,7 +33,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         # The replay polls hundreds of times: per-poll and per-alert lines would bury the
         # progress bar. --log-level INFO brings them back.
         for name in ("monitor.pipeline.discovery", "monitor.pipeline.alerting",
-                     "monitor.pipeline.inference",
+                     "monitor.pipeline.inference", "monitor.pipeline.products",
                      "monitor.adapters.stac_server", "monitor.pipeline.runtime", "httpx"):
             quiet[name] = logging.getLogger(name).level
             logging.getLogger(name).setLevel(logging.WARNING)
