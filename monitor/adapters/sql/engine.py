@@ -22,6 +22,7 @@ from monitor.adapters.sql.tables import MIGRATIONS, SCHEMA_VERSION, SchemaVersio
 from monitor.errors import DatabaseError
 
 T = TypeVar("T")
+SCHEMA_LOCK_KEY = 0x75726261  # pg_advisory_lock key of schema creation ("urba")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -89,7 +90,47 @@ class SqlEngine:
             return fn(s)
 
     def init_schema(self) -> int:
-        """Create or bring the schema forward; returns the version now in place."""
+        """Create or bring the schema forward; returns the version now in place. Safe to
+        run from several processes at once: PostgreSQL serialises it with an advisory
+        lock, SQLite with a lock file beside the database."""
+        with self._schema_lock():
+            return self._init_schema()
+
+    @contextmanager
+    def _schema_lock(self) -> Iterator[None]:
+        if self.is_postgres:
+            try:
+                conn = self.engine.connect()
+            except OperationalError as exc:
+                raise DatabaseError(f"database {self.safe_url} is unavailable: "
+                                    f"{redact_database_url(str(exc.orig))}",
+                                    "start it (bash docker/postgres.sh start) or fix the URL"
+                                    ) from exc
+            try:
+                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": SCHEMA_LOCK_KEY})
+                conn.commit()
+                yield
+            finally:
+                try:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": SCHEMA_LOCK_KEY})
+                    conn.commit()
+                finally:
+                    conn.close()
+            return
+        path = self.url.removeprefix("sqlite:///")
+        if not self.url.startswith("sqlite:///") or not path or path == ":memory:":
+            yield
+            return
+        import fcntl
+
+        with open(f"{path}.schema-lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _init_schema(self) -> int:
         try:
             SQLModel.metadata.create_all(self.engine, tables=[SchemaVersion.__table__])  # type: ignore[attr-defined]
         except OperationalError as exc:

@@ -60,6 +60,21 @@ def _city(row: CityRow) -> RegisteredCity:
         updated_at=_maybe_utc(row.updated_at))
 
 
+def upsert(session: Session, table: Any, values: dict[str, Any], keys: Sequence[str]) -> Any:
+    """``INSERT ... ON CONFLICT (keys) DO UPDATE SET`` the other columns, in the session's
+    dialect (PostgreSQL or SQLite, both have it)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - the two supported databases
+        raise DatabaseError(f"no atomic upsert for {dialect}", "use PostgreSQL or SQLite")
+    statement = insert(table).values(**values)
+    updates = {k: statement.excluded[k] for k in values if k not in keys}
+    return statement.on_conflict_do_update(index_elements=list(keys), set_=updates)
+
+
 class SqlSceneRegistry(SqlRepository):
     """The durable record of every scene and where it stands."""
 
@@ -164,7 +179,10 @@ class SqlSceneRegistry(SqlRepository):
             row.last_polled_at = as_utc(polled_at)
             row.last_error = error
             s.add(row)
-        self._run(op)
+        try:
+            self._run(op)
+        except IntegrityError:  # created concurrently: the second try updates that row
+            self._run(op)
 
     # -- skipped items -----------------------------------------------------------------
     def record_skipped_item(self, city_id: str, collection: str, item_id: str, reason: str) -> bool:
@@ -178,7 +196,10 @@ class SqlSceneRegistry(SqlRepository):
             s.add(SkippedItemRow(city_id=city_id, collection=collection, item_id=item_id,
                                  reason=reason))
             return True
-        return self._run(op)
+        try:
+            return self._run(op)
+        except IntegrityError:  # recorded concurrently by another process
+            return self._run(op)
 
     def skipped_items(self, city_id: str | None = None) -> list[SkippedItem]:
         def op(s: Session) -> list[SkippedItem]:
@@ -195,16 +216,14 @@ class SqlCityRepository(SqlRepository):
     def upsert_city(self, city_id: str, name: str, aoi_geojson: dict[str, Any],
                     grid: dict[str, Any], country: str = "",
                     population: dict[int, float] | None = None) -> None:
-        def op(s: Session) -> None:
-            row = s.get(CityRow, city_id) or CityRow(id=city_id, name=name, aoi_geojson="",
-                                                     grid_json="")
-            row.name, row.country = name, country
-            row.aoi_geojson = json.dumps(aoi_geojson)
-            row.grid_json = json.dumps(grid)
-            row.population_json = json.dumps({str(k): v for k, v in (population or {}).items()})
-            row.updated_at = _now()
-            s.add(row)
-        self._run(op)
+        """Register or refresh a city in one atomic statement (``INSERT ... ON CONFLICT
+        (id) DO UPDATE``): processes starting together never race on the primary key."""
+        values = {"id": city_id, "name": name, "country": country,
+                  "aoi_geojson": json.dumps(aoi_geojson), "grid_json": json.dumps(grid),
+                  "population_json": json.dumps({str(k): v for k, v in
+                                                 (population or {}).items()}),
+                  "updated_at": _now()}
+        self._run(lambda s: s.exec(upsert(s, CityRow, values, ["id"])))  # type: ignore[call-overload]
 
     def cities(self) -> list[RegisteredCity]:
         return self._run(lambda s: [_city(r) for r in s.exec(select(CityRow).order_by(CityRow.id))])
