@@ -192,12 +192,41 @@ def city_scenes(ctx: Any, city_id: str) -> list[SceneData]:
     return out
 
 
+class SigningReader:
+    """The raster reader with each scene's assets signed first, as the inference worker
+    signs them (Planetary Computer SAS tokens): the registry keeps unsigned hrefs."""
+
+    def __init__(self, settings: Any) -> None:
+        from monitor.adapters.raster import RasterioSceneReader
+        from monitor.adapters.signing import signer_for
+
+        self.reader = RasterioSceneReader()
+        self.signers = {}
+        for name, p in settings.providers.items():
+            key = p.subscription_key.get_secret_value() if p.subscription_key else None
+            signer = signer_for(p.signing, sas_url=p.sas_url, subscription_key=key)
+            if signer is not None:
+                self.signers[name] = signer
+
+    def read_s2(self, scene: SceneData, grid: Any, bands: Any = ("red", "green", "blue")) -> Any:
+        signer = self.signers.get(scene.provider)
+        return self.reader.read_s2(signer.sign_scene(scene) if signer else scene, grid,
+                                   bands=bands)
+
+
 def evidence_router(load_state: Callable[[str], Any]) -> APIRouter:
     """Overview, downloads and the evidence behind each alert (chips, timeline, scenes)."""
     from monitor.reporting.overview import builtup_estimate_m2, city_overview, state_period
 
     router = APIRouter(tags=["dashboard"])
     cache = LayerCache(size=64)
+    readers: dict[int, SigningReader] = {}
+
+    def reader_for(ctx: Any) -> SigningReader:
+        """One reader per app (its signers cache their tokens)."""
+        if id(ctx) not in readers:
+            readers[id(ctx)] = SigningReader(ctx.settings)
+        return readers[id(ctx)]
 
     def overview(request: Request, city_id: str) -> dict[str, Any]:
         ctx = _context(request)
@@ -258,7 +287,6 @@ def evidence_router(load_state: Callable[[str], Any]) -> APIRouter:
             "Content-Disposition": f'attachment; filename="{name}.geojson"'})
 
     def evidence(request: Request, city_id: str, alert_id: str) -> dict[str, Any]:
-        from monitor.adapters.raster import RasterioSceneReader
         from monitor.reporting.chips import alert_evidence
 
         ctx = _context(request)
@@ -268,7 +296,7 @@ def evidence_router(load_state: Callable[[str], Any]) -> APIRouter:
             raise HTTPException(404, f"no alert '{alert_id}' in city '{city_id}'")
         found = cache.get_or_render(
             (city_id, f"evidence:{alert.id}", alert.revision),
-            lambda: alert_evidence(alert, city_scenes(ctx, city_id), RasterioSceneReader()))
+            lambda: alert_evidence(alert, city_scenes(ctx, city_id), reader_for(ctx)))
         return found
 
     @router.get("/cities/{city_id}/alerts/{alert_id}/evidence",

@@ -211,3 +211,37 @@ def test_chip_dates_and_timeline() -> None:
     rows = observation_timeline(alert, scenes)  # type: ignore[arg-type]
     assert [r["item_id"] for r in rows] == ["S1_z", "S2_a"]
     assert [r["moved_alert"] for r in rows] == [False, True]
+
+
+def test_chip_reader_signs_scenes_of_signing_providers() -> None:
+    """Chips read the scenes' assets as the worker does: signed for providers that sign."""
+    from monitor.settings import load_settings
+    from services.api.dashboard import SigningReader
+
+    reader = SigningReader(load_settings(None))
+    assert "planetary-computer" in reader.signers  # the default config's PC provider
+    seen: list[tuple[str, tuple[str, ...]]] = []
+
+    class FakeReader:
+        def read_s2(self, scene: object, grid: object, bands: tuple[str, ...] = ()) -> str:
+            seen.append((scene.assets["red"].href, bands))  # type: ignore[attr-defined]
+            return "raster"
+
+    class FakeSigner:
+        def sign_scene(self, scene: object) -> object:
+            assets = {k: a.model_copy(update={"href": a.href + "?sig=1"})
+                      for k, a in scene.assets.items()}  # type: ignore[attr-defined]
+            return scene.model_copy(update={"assets": assets})  # type: ignore[attr-defined]
+
+    from monitor.domain.events import Asset, SceneData
+
+    reader.reader = FakeReader()  # type: ignore[assignment]
+    reader.signers = {"planetary-computer": FakeSigner()}  # type: ignore[dict-item]
+    base = dict(city_id="c", stac_api="http://x/", collection="sentinel-2-l2a", item_id="i",
+                modality="s2", acquired=datetime(2020, 1, 1, tzinfo=UTC), bbox=[0, 0, 1, 1],
+                assets={"red": Asset(href="https://pc/red.tif", key="B04")})
+    grid = chip_grid(SQUARE)
+    assert reader.read_s2(SceneData(provider="planetary-computer", **base), grid) == "raster"
+    reader.read_s2(SceneData(provider="earth-search", **base), grid)
+    assert seen == [("https://pc/red.tif?sig=1", ("red", "green", "blue")),
+                    ("https://pc/red.tif", ("red", "green", "blue"))]
