@@ -107,3 +107,9 @@ def test_run_processes_a_period_and_alerts_stay_consistent(tmp_path: Path) -> No
     assert max(len(c.model_dump_json()) for c in empty) < 4096  # type: ignore[union-attr]
     # the alerting read alerts by id, never the city's whole set
     assert counting.by_id_reads and counting.city_wide_reads == 0
+    # fusion live, with the real ONNX models: S2 scenes with radar context are scored by
+    # the dual-stream model and their ChangeEvents name it; S1 scenes name the S1 model
+    s2_versions = {c.model_version for c in changes if c.modality == "s2"}  # type: ignore[union-attr]
+    assert any(v.startswith(str(settings.models.dual) + "@") for v in s2_versions), s2_versions
+    assert all(v.startswith((str(settings.models.dual) + "@", settings.models.s2 + "@"))
+               for v in s2_versions), s2_versions
