@@ -77,6 +77,25 @@ class ProviderSettings(_Strict):
     max_retries: int = 4
     page_size: int = 100
     collections: dict[str, CollectionSettings]
+    asset_schemes: list[Literal["https", "http", "s3"]] | None = Field(
+        default=None, description="URL schemes an item's asset hrefs may use (others are "
+        "refused before GDAL opens them); default: https and s3, plus http for a local "
+        "provider")
+    asset_hosts: list[str] | None = Field(
+        default=None, description="hosts (or S3 buckets) asset hrefs may name: exact names "
+        "or '*.suffix' patterns; default: the provider URL's host only")
+    local_assets: bool | None = Field(
+        default=None, description="whether asset hrefs may be local files (paths, file://): "
+        "default only for a local provider (its URL on loopback or a local path, e.g. the "
+        "synthetic archive's STAC server)")
+
+    @field_validator("asset_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str] | None) -> list[str] | None:
+        for host in value or []:
+            if not re.fullmatch(r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", host):
+                raise ValueError(f"'{host}' is not a host name or a '*.suffix' pattern")
+        return value
 
 
 class SourceSettings(_Strict):
@@ -420,11 +439,11 @@ class _BoundedLoader(yaml.SafeLoader):
         if self.check_event(yaml.AliasEvent):
             self.aliases_seen += 1
             if self.aliases_seen > MAX_CONFIG_ALIASES:
-                raise _TooBig(f"more than {MAX_CONFIG_ALIASES} aliases")
+                raise _TooBigError(f"more than {MAX_CONFIG_ALIASES} aliases")
         return super().compose_node(parent, index)
 
 
-class _TooBig(Exception):
+class _TooBigError(Exception):
     pass
 
 
@@ -438,7 +457,8 @@ def _check_expansion(data: Any) -> None:
         node = stack.pop()
         budget -= 1
         if budget < 0:
-            raise _TooBig(f"more than {MAX_CONFIG_NODES} values once its aliases are expanded")
+            raise _TooBigError(f"more than {MAX_CONFIG_NODES} values once its aliases are expanded "
+                          "(or an alias contains itself)")
         if isinstance(node, dict):
             stack.extend(node.keys())
             stack.extend(node.values())
@@ -475,7 +495,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = loader.get_single_data()
         _check_expansion(data)
-    except _TooBig as exc:
+    except _TooBigError as exc:
         raise ConfigError(str(path), None, f"is too large: {exc}",
                           "remove the repeated anchors/aliases (a settings file needs few)"
                           ) from None

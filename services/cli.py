@@ -50,17 +50,23 @@ def run_api(runtime: Runtime, stop: threading.Event, sock: socket.socket | None 
     app = create_app(settings, runtime.db, state_store(settings))
     server = make_server(app, settings)
     # Our stop event ends it (uvicorn would otherwise take SIGINT/SIGTERM for itself).
-    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
+    server.install_signal_handlers = lambda: None
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn",
                               daemon=True)
     thread.start()
+    announced = False
     try:
         while not stop.is_set():
+            if server.started and not announced:
+                # uvicorn does not log this for sockets handed to it; scripts wait for it
+                log.info("Uvicorn running on http://%s:%d", settings.api.host,
+                         sock.getsockname()[1])
+                announced = True
             if not thread.is_alive():
                 raise UrbanMonitorError(f"the API server on {settings.api.host}:"
                                         f"{settings.api.port} stopped by itself",
                                         "see the log lines above")
-            stop.wait(0.5)
+            stop.wait(0.05 if not announced else 0.5)
     finally:
         server.should_exit = True
         thread.join(timeout=10)

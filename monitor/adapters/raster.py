@@ -9,7 +9,10 @@ Every rasterio/GDAL failure becomes a :class:`SceneReadError` naming the scene a
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import rasterio
@@ -24,7 +27,7 @@ from monitor.domain.masks import s1_valid_mask, s2_valid_mask
 from monitor.errors import SceneReadError
 from monitor.ports import SceneRaster
 
-__all__ = ["RasterioSceneReader", "SceneRaster"]
+__all__ = ["AssetPolicy", "RasterioSceneReader", "SceneRaster", "asset_policies"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,59 @@ _GDAL_ENV = {
 }
 
 
+@dataclass(frozen=True)
+class AssetPolicy:
+    """Where a provider's asset hrefs may point (``providers.<name>.asset_schemes``,
+    ``asset_hosts``, ``local_assets``). GDAL would otherwise open anything: local files,
+    ``/vsicurl/`` to any host, ``/vsizip/`` ..."""
+
+    schemes: tuple[str, ...] = ("https", "s3")
+    hosts: tuple[str, ...] = ()
+    local_files: bool = False
+
+    def problem(self, href: str) -> str | None:
+        """Why ``href`` must not be opened (None: it may)."""
+        text = href.strip()
+        if text.lower().startswith("/vsi") or any(c in text for c in "\r\n\x00"):
+            return "raw GDAL virtual file paths are never opened"
+        parts = urlsplit(text)
+        scheme = parts.scheme.lower()
+        if scheme in ("", "file") or (len(scheme) == 1 and text[1:2] == ":"):
+            if not self.local_files:
+                return "local files are only read for a local provider (local_assets)"
+            return None
+        if scheme not in self.schemes:
+            return f"scheme '{scheme}' is not one of {list(self.schemes)} (asset_schemes)"
+        host = (parts.hostname or "").lower().rstrip(".")
+        if not host or not any(host == h or (h.startswith("*.") and host.endswith(h[1:]))
+                               for h in self.hosts):
+            return f"host '{host}' is not one of {list(self.hosts)} (asset_hosts)"
+        return None
+
+
+def _is_local_url(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme in ("", "file"):
+        return True
+    host = (parts.hostname or "").lower()
+    return host in ("localhost", "127.0.0.1", "::1") or host.startswith("127.")
+
+
+def asset_policies(providers: Mapping[str, Any]) -> dict[str, AssetPolicy]:
+    """One :class:`AssetPolicy` per configured provider (``Settings.providers``)."""
+    out: dict[str, AssetPolicy] = {}
+    for name, provider in providers.items():
+        local = _is_local_url(provider.url)
+        local_files = provider.local_assets if provider.local_assets is not None else local
+        schemes = (tuple(provider.asset_schemes) if provider.asset_schemes is not None
+                   else ("https", "s3", "http") if local else ("https", "s3"))
+        own = (urlsplit(provider.url).hostname or "").lower()
+        hosts = (tuple(h.lower() for h in provider.asset_hosts)
+                 if provider.asset_hosts is not None else ((own,) if own else ()))
+        out[name] = AssetPolicy(schemes=schemes, hosts=hosts, local_files=local_files)
+    return out
+
+
 def _href(href: str) -> str:
     if href.startswith("file://"):
         return href[len("file://"):]
@@ -53,8 +109,25 @@ def _href(href: str) -> str:
 class RasterioSceneReader:
     """Implements the scene-reader port with rasterio."""
 
-    def __init__(self, *, max_read_pixels: int = 60_000_000) -> None:
+    def __init__(self, *, max_read_pixels: int = 60_000_000,
+                 policies: Mapping[str, AssetPolicy] | None = None) -> None:
+        """``policies``: provider name -> where its hrefs may point; a scene of a provider
+        without one is refused. None (tests, the demo's own files): no restriction."""
         self.max_read_pixels = max_read_pixels
+        self.policies = dict(policies) if policies is not None else None
+
+    def check_href(self, scene: SceneData, band: str, href: str) -> None:
+        if self.policies is None:
+            return
+        policy = self.policies.get(scene.provider)
+        problem = ("the provider is not configured" if policy is None
+                   else policy.problem(href))
+        if problem:
+            raise SceneReadError(
+                scene.item_id, f"asset {band} of provider '{scene.provider}' is refused: "
+                f"{problem}", "the item points outside what the provider is configured "
+                "for; the scene was dead-lettered (widen providers.<name>.asset_hosts if "
+                "the host is legitimate)")
 
     def read_band(self, scene: SceneData, band: str, grid: CityGrid,
                   resampling: Resampling) -> tuple[np.ndarray, np.ndarray]:
@@ -64,6 +137,7 @@ class RasterioSceneReader:
             raise SceneReadError(
                 scene.item_id, f"has no '{band}' asset (assets: {sorted(scene.assets)})",
                 "check the provider's asset mapping in the configuration")
+        self.check_href(scene, band, asset.href)
         path = _href(asset.href)
         transform = Affine(*grid.transform)
         try:

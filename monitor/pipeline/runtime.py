@@ -206,9 +206,10 @@ def build_worker(runtime: Runtime, *, store: StateRepository | None = None,
 
         store = StateStore(settings.state.url)
     if reader is None:
-        from monitor.adapters.raster import RasterioSceneReader
+        from monitor.adapters.raster import RasterioSceneReader, asset_policies
 
-        reader = RasterioSceneReader()
+        # Asset hrefs only where each provider is configured to point (issue 17).
+        reader = RasterioSceneReader(policies=asset_policies(settings.providers))
     if s2_model is None or s1_model is None:
         loaded_s2, loaded_s1 = load_models(settings)
         s2_model, s1_model = s2_model or loaded_s2, s1_model or loaded_s1

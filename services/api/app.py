@@ -19,6 +19,7 @@ Query parameters are dependencies (``services.api.params``), so the OpenAPI docu
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -111,5 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
     server = make_server(app, settings)
+    host, port = sock.getsockname()[:2]
+    logging.getLogger(__name__).info("Uvicorn running on http://%s:%d", host, port)
     server.run(sockets=[sock])
     return 0 if server.started else 1

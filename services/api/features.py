@@ -30,9 +30,9 @@ from services.api.ogc import (
 )
 from services.api.params import (
     Page,
-    alert_statuses,
     bbox,
     datetime_interval,
+    feed_statuses,
     known_params_only,
     output_format,
     paging,
@@ -43,7 +43,9 @@ router = APIRouter(tags=["OGC API - Features"])
 COLLECTIONS = {
     "alerts": ("Urban change alerts",
                "One feature per construction site: lifecycle status (first, provisional, "
-               "confirmed, retracted), first-detection, confirmation and estimated change "
+               "confirmed, retracted, withdrawn; the items carry provisional and confirmed "
+               "unless status= asks otherwise, status=all for every one), first-detection, "
+               "confirmation and estimated change "
                "dates, area (m2), confidence, model version and source scenes. Temporal "
                "property: first_detected."),
     "cities": ("Monitored cities", "Areas of interest of the monitored cities."),
@@ -153,6 +155,10 @@ def city_feature(c: CityInfo, b: str) -> dict[str, Any]:
 
 
 @router.get("/collections/{cid}/items", summary="Features of a collection",
+            description="Alerts are filtered by status: without `status` the default feed "
+                        "(provisional + confirmed alerts); `status=all` for every status "
+                        "(first, provisional, confirmed, retracted, withdrawn) or a "
+                        "comma-separated list.",
             dependencies=[Depends(known_params_only), Depends(output_format)],
             response_class=JSONResponse,
             responses={200: {"content": {GEOJSON: {}}, "description": "a FeatureCollection"}})
@@ -163,7 +169,7 @@ def items(
     boxes: Annotated[list[Box] | None, Depends(bbox)],
     interval: Annotated[Interval | None, Depends(datetime_interval)],
     page: Annotated[Page, Depends(paging)],
-    statuses: Annotated[list[str], Depends(alert_statuses)],
+    statuses: Annotated[list[str], Depends(feed_statuses)],
     city: Annotated[str | None, Query(description="alerts of this city id only")] = None,
 ) -> JSONResponse:
     b = base_url(request)

@@ -21,7 +21,7 @@ from fastapi import Depends, Query, Request
 from fastapi.dependencies.models import Dependant
 
 from monitor.domain.records import Box
-from monitor.domain.vocabulary import ALERT_STATUSES
+from monitor.domain.vocabulary import ALERT_STATUSES, DEFAULT_FEED_STATUSES
 from monitor.errors import RequestError
 from services.api.context import ApiContext, context
 from services.api.ogc import CRS84, Interval, parse_bbox, parse_datetime
@@ -32,7 +32,10 @@ STATUS_HELP = ("comma-separated alert statuses: " + ", ".join(ALERT_STATUSES))
 
 def parse_statuses(text: str | None, *, default: str | None = None,
                    required: bool = False) -> list[str]:
-    """``"first,confirmed"`` -> ``["first", "confirmed"]``, each one a known status."""
+    """``"first,confirmed"`` -> ``["first", "confirmed"]``, each one a known status;
+    ``"all"`` -> every status."""
+    if text is not None and text.strip() == "all":
+        return list(ALERT_STATUSES)
     statuses = [s for s in (text if text is not None else default or "").split(",") if s]
     bad = [s for s in statuses if s not in ALERT_STATUSES]
     if bad or (required and not statuses):
@@ -83,8 +86,23 @@ def paging(
 
 
 def alert_statuses(
-    status: Annotated[str | None, Query(description=STATUS_HELP + " (default: all)")] = None,
+    status: Annotated[str | None, Query(description=STATUS_HELP + ", or 'all' "
+                                        "(default: all)")] = None,
 ) -> list[str]:
+    return parse_statuses(status)
+
+
+FEED_HELP = (STATUS_HELP + ", or 'all' for every status. Default: the default feed, "
+             + " + ".join(DEFAULT_FEED_STATUSES) + " (first detections, retracted and "
+             "withdrawn alerts only when asked for)")
+
+
+def feed_statuses(
+    status: Annotated[str | None, Query(description=FEED_HELP)] = None,
+) -> list[str]:
+    """The OGC items' status filter: the default feed unless ``status`` is given."""
+    if status is None:
+        return list(DEFAULT_FEED_STATUSES)
     return parse_statuses(status)
 
 

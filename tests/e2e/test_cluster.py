@@ -188,7 +188,7 @@ def test_cluster_spreads_cities_over_three_workers(cluster_env: dict) -> None:
         time.sleep(1)
     assert alerts > 0
     assert {a.city_id for a in db.alerts(limit=None)} <= set(cluster_env["cities"])
-    answer = httpx.get(f"{cluster_env['api']}/collections/alerts/items", timeout=30)
+    answer = httpx.get(f"{cluster_env['api']}/collections/alerts/items?status=all", timeout=30)
     assert answer.status_code == 200
     assert answer.json()["features"], answer.text[:500]
     db.dispose()

@@ -120,7 +120,8 @@ def test_a_bbox_page_parses_only_its_alerts(lite: Database, monkeypatch: pytest.
     monkeypatch.setattr(sql_alerts, "_alert", counting)
     with serve(create_app(settings(), lite)) as base:
         r = httpx.get(f"{base}/collections/alerts/items",
-                      params={"bbox": "17.0,59.0,19.0,60.0", "limit": 10}, timeout=20)
+                      params={"bbox": "17.0,59.0,19.0,60.0", "limit": 10, "status": "all"},
+                      timeout=20)
     assert r.status_code == 200 and r.json()["numberMatched"] == 120
     assert r.json()["numberReturned"] == 10
     assert parsed == 10  # not 120
@@ -349,3 +350,34 @@ def test_compose_publishes_a_reachable_api_pins_images_and_checks_every_worker()
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "host: 0.0.0.0" in done.stdout and "urban:***@postgres" in done.stdout
+
+
+def test_items_carry_the_default_feed_unless_asked_for_every_status(lite: Database) -> None:
+    """Issue 14.6 (decided by the lead): without ``status`` the OGC items are the default
+    feed (provisional + confirmed); ``status=all`` gives every status."""
+    regions = [rect_region("f", 0, 0, 40, 40, status="first"),
+               rect_region("p", 200, 0, 40, 40, status="provisional", confidence=0.7),
+               rect_region("c", 400, 0, 40, 40, status="confirmed", confirmed=date(2024, 3, 5),
+                           confidence=0.9)]
+    apply_change_event(lite, make_change("stockholm", "feed", regions).data,
+                       rules=AlertRules(), alerts_topic=None)
+    with serve(create_app(settings(), lite)) as base, httpx.Client(base_url=base,
+                                                                   timeout=10) as client:
+        def statuses(**params: str) -> list[str]:
+            r = client.get("/collections/alerts/items", params=params)
+            assert r.status_code == 200, r.text
+            return sorted(f["properties"]["status"] for f in r.json()["features"])
+
+        assert statuses() == ["confirmed", "provisional"]
+        assert statuses(status="all") == ["confirmed", "first", "provisional"]
+        assert statuses(status="first") == ["first"]
+        assert statuses(status="first,confirmed") == ["confirmed", "first"]
+        page = client.get("/collections/alerts/items", params={"status": "all", "limit": 1})
+        nxt = next(link["href"] for link in page.json()["links"] if link["rel"] == "next")
+        assert "status=all" in nxt
+        assert client.get("/collections/alerts/items?status=everything").status_code == 400
+        doc = client.get("/openapi.json").json()
+        items = doc["paths"]["/collections/{cid}/items"]["get"]
+        assert "status=all" in items["description"]
+        (status,) = [p for p in items["parameters"] if p["name"] == "status"]
+        assert "provisional + confirmed" in status["description"]

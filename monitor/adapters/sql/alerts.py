@@ -161,7 +161,7 @@ class SqlAlertRepository(SqlRepository):
         def refine(s: Session) -> AlertPage:
             # Only ids and geometries of the envelope hits are read and tested; the page's
             # rows are then loaded whole (a bbox with limit=10 parses 10 alerts, not all).
-            q = _filter(select(AlertRow.id, AlertRow.geometry_json),  # type: ignore[call-overload]
+            q = _filter(select(AlertRow.id, AlertRow.geometry_json),
                         boxes=query.boxes, **filters)
             hits = [row_id for row_id, geometry in
                     s.exec(q.order_by(AlertRow.first_detected, AlertRow.id))

@@ -63,14 +63,13 @@ def _city(row: CityRow) -> RegisteredCity:
 def upsert(session: Session, table: Any, values: dict[str, Any], keys: Sequence[str]) -> Any:
     """``INSERT ... ON CONFLICT (keys) DO UPDATE SET`` the other columns, in the session's
     dialect (PostgreSQL or SQLite, both have it)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
     dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - the two supported databases
+    inserts: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+    if dialect not in inserts:  # pragma: no cover - the two supported databases
         raise DatabaseError(f"no atomic upsert for {dialect}", "use PostgreSQL or SQLite")
-    statement = insert(table).values(**values)
+    statement = inserts[dialect](table).values(**values)
     updates = {k: statement.excluded[k] for k in values if k not in keys}
     return statement.on_conflict_do_update(index_elements=list(keys), set_=updates)
 
@@ -223,7 +222,7 @@ class SqlCityRepository(SqlRepository):
                   "population_json": json.dumps({str(k): v for k, v in
                                                  (population or {}).items()}),
                   "updated_at": _now()}
-        self._run(lambda s: s.exec(upsert(s, CityRow, values, ["id"])))  # type: ignore[call-overload]
+        self._run(lambda s: s.exec(upsert(s, CityRow, values, ["id"])))
 
     def cities(self) -> list[RegisteredCity]:
         return self._run(lambda s: [_city(r) for r in s.exec(select(CityRow).order_by(CityRow.id))])
