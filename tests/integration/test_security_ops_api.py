@@ -308,10 +308,14 @@ def test_served_roles_write_a_heartbeat_that_the_health_command_reads(tmp_path: 
         assert up is not None and up.returncode == 0, up.stderr if up else None
         assert "alive (api)" in up.stdout
         assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
+        # A token in a query string reaches uvicorn's access log masked.
+        httpx.get(f"http://127.0.0.1:{port}/health?token=TOKEN-IN-QUERY-5521&x=1", timeout=10)
     finally:
         proc.terminate()
-        _, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-500:]
+    assert "/health?token=***&x=1" in out  # uvicorn's access log (stdout)
+    assert "TOKEN-IN-QUERY-5521" not in out + err
     gone = subprocess.run(health, env=env, cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=60)
     assert gone.returncode == 1

@@ -161,11 +161,19 @@ class SqlAlertRepository(SqlRepository):
         def refine(s: Session) -> AlertPage:
             # Only ids and geometries of the envelope hits are read and tested; the page's
             # rows are then loaded whole (a bbox with limit=10 parses 10 alerts, not all).
-            q = _filter(select(AlertRow.id, AlertRow.geometry_json),
+            q = _filter(select(AlertRow.id, AlertRow.geometry_json, AlertRow.minx,
+                               AlertRow.miny, AlertRow.maxx, AlertRow.maxy),
                         boxes=query.boxes, **filters)
-            hits = [row_id for row_id, geometry in
+
+            def hit(geometry: str, envelope: tuple[float, float, float, float]) -> bool:
+                if any(b[0] <= envelope[0] and b[1] <= envelope[1] and envelope[2] <= b[2]
+                       and envelope[3] <= b[3] for b in query.boxes or ()):
+                    return True  # the whole envelope is inside a box: no need to parse
+                return any(shape(json.loads(geometry)).intersects(area) for area in areas)
+
+            hits = [row_id for row_id, geometry, *envelope in
                     s.exec(q.order_by(AlertRow.first_detected, AlertRow.id))
-                    if any(shape(json.loads(geometry)).intersects(area) for area in areas)]
+                    if hit(geometry, tuple(envelope))]
             page_ids = hits[offset:offset + limit]
             if not page_ids:
                 return AlertPage([], len(hits))
