@@ -108,39 +108,39 @@ _DOTTED_QUAD = re.compile(r"^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
                           r"(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$")
 
 
-class UnsafeWebhookTarget(ValueError):
+class UnsafeWebhookTargetError(ValueError):
     """A webhook URL that is malformed or points where the dispatcher must not send."""
 
 
 def normalise_webhook_url(url: str) -> str:
     """The URL checked for form and normalised (lower-case scheme and host, IDNA, no
-    fragment); raises :class:`UnsafeWebhookTarget` saying what is wrong."""
+    fragment); raises :class:`UnsafeWebhookTargetError` saying what is wrong."""
     text = url.strip() if isinstance(url, str) else ""
     if not text:
-        raise UnsafeWebhookTarget("the URL is empty")
+        raise UnsafeWebhookTargetError("the URL is empty")
     if any(ord(c) < 33 or ord(c) == 127 for c in text):
-        raise UnsafeWebhookTarget("the URL contains whitespace or control characters")
+        raise UnsafeWebhookTargetError("the URL contains whitespace or control characters")
     try:
         parsed = httpx.URL(text)
     except (httpx.InvalidURL, TypeError, ValueError) as exc:
-        raise UnsafeWebhookTarget(f"not a valid URL ({exc})") from None
+        raise UnsafeWebhookTargetError(f"not a valid URL ({exc})") from None
     if parsed.scheme not in ("http", "https"):
-        raise UnsafeWebhookTarget("the URL must start with http:// or https://")
+        raise UnsafeWebhookTargetError("the URL must start with http:// or https://")
     host = parsed.host.lower().rstrip(".")
     if not host:
-        raise UnsafeWebhookTarget("the URL has no host")
+        raise UnsafeWebhookTargetError("the URL has no host")
     if ":" not in host:
         labels = host.split(".")
         if all(_NUMERIC_LABEL.match(label) for label in labels) and not _DOTTED_QUAD.match(host):
-            raise UnsafeWebhookTarget(
+            raise UnsafeWebhookTargetError(
                 f"host '{host}' is a numeric address in a non-standard form (decimal, hex, "
                 "octal or shortened); write an IPv4 address as a dotted quad, or use a name")
     try:
         port = parsed.port
     except ValueError as exc:  # pragma: no cover - httpx refuses bad ports when parsing
-        raise UnsafeWebhookTarget(f"bad port ({exc})") from None
+        raise UnsafeWebhookTargetError(f"bad port ({exc})") from None
     if port is not None and not 1 <= port <= 65535:
-        raise UnsafeWebhookTarget(f"port {port} is out of range")
+        raise UnsafeWebhookTargetError(f"port {port} is out of range")
     return str(parsed.copy_with(fragment=None))
 
 
@@ -187,7 +187,7 @@ class TargetPolicy:
         return any(ip.version == net.version and ip in net for net in self.networks)
 
     def check(self, url: str) -> tuple[httpx.URL, list[IPAddress]]:
-        """The normalised URL and its checked addresses; :class:`UnsafeWebhookTarget`
+        """The normalised URL and its checked addresses; :class:`UnsafeWebhookTargetError`
         when the URL is bad or any address (or the name) is refused."""
         parsed = httpx.URL(normalise_webhook_url(url))
         host = parsed.host.lower().rstrip(".")
@@ -195,7 +195,7 @@ class TargetPolicy:
         if host in self.names:
             named_ok = True
         elif host in _BLOCKED_NAMES or host.endswith(".localhost"):
-            raise UnsafeWebhookTarget(f"host '{host}' names this machine or a metadata "
+            raise UnsafeWebhookTargetError(f"host '{host}' names this machine or a metadata "
                                       "service; webhooks go to public addresses only")
         else:
             named_ok = False
@@ -210,14 +210,14 @@ class TargetPolicy:
                 found = [ipaddress.ip_address(a.split("%", 1)[0])
                          for a in self.resolver(host, port)]
             except (OSError, UnicodeError, ValueError) as exc:
-                raise UnsafeWebhookTarget(f"host '{host}' does not resolve ({exc})") from None
+                raise UnsafeWebhookTargetError(f"host '{host}' does not resolve ({exc})") from None
             if not found:
-                raise UnsafeWebhookTarget(f"host '{host}' does not resolve")
+                raise UnsafeWebhookTargetError(f"host '{host}' does not resolve")
         if not named_ok:
             for ip in found:
                 problem = address_problem(ip)
                 if problem and not self._allowed(ip):
-                    raise UnsafeWebhookTarget(
+                    raise UnsafeWebhookTargetError(
                         f"host '{host}' is {problem} ({ip}); webhooks go to public "
                         "addresses only (alerting.webhook_allow_private lists exceptions)")
         return parsed, found
@@ -270,7 +270,7 @@ class WebhookSender:
                                      auth=auth or httpx.USE_CLIENT_DEFAULT,
                                      extensions=extensions) as response:
                 code = response.status_code  # the body is never read, stored or shown
-        except UnsafeWebhookTarget as exc:
+        except UnsafeWebhookTargetError as exc:
             return DeliveryOutcome(False, None, f"refused: {exc}"[:300])
         except httpx.HTTPError as exc:
             return DeliveryOutcome(False, None, f"{type(exc).__name__}: {exc}"[:300])

@@ -197,10 +197,11 @@ class SigningReader:
     signs them (Planetary Computer SAS tokens): the registry keeps unsigned hrefs."""
 
     def __init__(self, settings: Any) -> None:
-        from monitor.adapters.raster import RasterioSceneReader
+        from monitor.adapters.raster import RasterioSceneReader, asset_policies
         from monitor.adapters.signing import signer_for
 
-        self.reader = RasterioSceneReader()
+        # the same asset policies as the worker: chips open only hrefs a provider allows
+        self.reader = RasterioSceneReader(policies=asset_policies(settings.providers))
         self.signers = {}
         for name, p in settings.providers.items():
             key = p.subscription_key.get_secret_value() if p.subscription_key else None

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
-from monitor.adapters.webhooks import TargetPolicy, UnsafeWebhookTarget, display_url
+from monitor.adapters.webhooks import TargetPolicy, UnsafeWebhookTargetError, display_url
 from monitor.domain.records import Subscription
 from monitor.domain.vocabulary import DEFAULT_FEED_STATUSES, AlertStatus, iso_utc
 from monitor.errors import RequestError
@@ -67,7 +67,7 @@ def checked_target(ctx: ApiContext, url: str) -> str:
     """The normalised URL, or a 422 saying why the dispatcher would refuse it."""
     try:
         parsed, _ = TargetPolicy(ctx.settings.alerting.webhook_allow_private).check(url)
-    except UnsafeWebhookTarget as exc:
+    except UnsafeWebhookTargetError as exc:
         raise HTTPException(422, f"url: {exc}") from None
     return str(parsed)
 

@@ -27,7 +27,7 @@ from monitor.adapters.database import Database
 from monitor.adapters.webhooks import (
     DeliveryOutcome,
     TargetPolicy,
-    UnsafeWebhookTarget,
+    UnsafeWebhookTargetError,
     WebhookSender,
     normalise_webhook_url,
 )
@@ -135,13 +135,13 @@ def test_the_allow_list_admits_named_private_targets_only(lite: Database) -> Non
 def test_url_checks_in_detail() -> None:
     for url in ("http://[::1", "http://2130706433/", "http://0x7f.0.0.1/", "http://a\tb/",
                 "gopher://x/"):
-        with pytest.raises(UnsafeWebhookTarget):
+        with pytest.raises(UnsafeWebhookTargetError):
             normalise_webhook_url(url)
     assert normalise_webhook_url(" HTTP://Bücher.Example/a#b ") == "http://xn--bcher-kva.example/a"
     # A name is checked by what it resolves to (every address), here with a fixed resolver.
     answers = {"hooks.example.org": ["93.184.215.14", "10.1.2.3"]}
     policy = TargetPolicy(resolver=lambda host, port: answers[host])
-    with pytest.raises(UnsafeWebhookTarget, match="private"):
+    with pytest.raises(UnsafeWebhookTargetError, match="private"):
         policy.check("https://hooks.example.org/h")
     answers["hooks.example.org"] = ["93.184.215.14", "2606:2800:220:1::1"]
     parsed, found = policy.check("https://hooks.example.org/h")

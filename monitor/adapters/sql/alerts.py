@@ -161,7 +161,7 @@ class SqlAlertRepository(SqlRepository):
         def refine(s: Session) -> AlertPage:
             # Only ids and geometries of the envelope hits are read and tested; the page's
             # rows are then loaded whole (a bbox with limit=10 parses 10 alerts, not all).
-            q = _filter(select(AlertRow.id, AlertRow.geometry_json, AlertRow.minx,
+            q = _filter(select(AlertRow.id, AlertRow.geometry_json, AlertRow.minx,  # type: ignore[call-overload]
                                AlertRow.miny, AlertRow.maxx, AlertRow.maxy),
                         boxes=query.boxes, **filters)
 
