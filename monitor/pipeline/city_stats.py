@@ -56,9 +56,16 @@ def city_stats(city: CityInfo, alerts: Sequence[StoredAlert], t1_text: str | Non
             raise RequestError("t1", f"no baseline built-up area for {wanted}",
                                f"use a year of cities[].built_up_km2: {sorted(city.built_up_km2)}")
         baseline_year = wanted
-    baseline_date = date(baseline_year, 1, 1) if baseline_year else (t1 or DAY_EPOCH)
+    # without an external baseline the series starts with the city's own record (its
+    # earliest alert), not at the state's internal day epoch
+    earliest = min((a.change_date or a.first_detected for a in alerts if a.first_detected),
+                   default=None)
+    baseline_date = (date(baseline_year, 1, 1) if baseline_year
+                     else (t1 or (earliest - timedelta(days=1) if earliest else DAY_EPOCH)))
     baseline_m2 = city.built_up_km2[baseline_year] * 1e6 if baseline_year else None
-    series = built_up_series(baseline_m2, baseline_date, additions)
+    # nothing to draw yet: no external baseline, no date asked for and no alert
+    no_record = baseline_year is None and t1 is None and earliest is None
+    series = [] if no_record else built_up_series(baseline_m2, baseline_date, additions)
     if t2 is None:
         later = [d for d, _ in additions if d > baseline_date]
         t2 = max(later) if later else None

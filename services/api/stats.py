@@ -4,6 +4,7 @@ built-up area over time, SDG 11.3.1; method and limits in ``monitor.domain.sdg``
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -32,7 +33,13 @@ def stats(
                                     "confirmed change")] = None,
 ) -> dict[str, Any]:
     city = ctx.catalogue.city(city_id)
-    return city_stats(city, ctx.store.alerts(city_id=city_id, limit=None), t1, t2)
+    out = city_stats(city, ctx.store.alerts(city_id=city_id, limit=None), t1, t2)
+    # how fresh the view is (issue 20): the share of the city seen clearly in the last
+    # 30/90 days, from the state's per-pixel last clear S2 observation
+    from services.api.coverage import _freshness
+
+    out["freshness"] = _freshness(ctx, city_id, datetime.now(UTC))
+    return out
 
 
 @router.get("/cities/{city_id}/maps/change-date.tif", summary="Time-of-change GeoTIFF",

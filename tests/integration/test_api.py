@@ -80,6 +80,9 @@ class FakeState:
         self.change_day[2:4, 2:6] = 3700
         self.status[6, 10] = 1
         self.change_day[6, 10] = 3800
+        # last clear S2 view: half the city on 2024-01-10 (day 3661), half never
+        self.last_clear_day = np.zeros(self.grid.shape, np.uint16)
+        self.last_clear_day[:5] = 3661
 
 
 class FakeStore:
@@ -239,9 +242,18 @@ def test_city_stats_and_time_of_change_maps(db: Database) -> None:
         years = sdg["years"]
         assert sdg["lcr"] == pytest.approx(math.log((10e6 + 4000) / 10e6) / years, rel=1e-3)
         assert sdg["ratio"] == pytest.approx(sdg["lcr"] / sdg["pgr"])
+        # the freshness of the view (the fake state: half the city last seen clearly on
+        # 2024-01-10, half never), long ago for today's clock
+        fresh = stats["freshness"]
+        assert fresh["available"] is True and fresh["layer"] == "last_clear_date"
+        assert fresh["seen_clear_30d_share"] == 0.0 and fresh["seen_clear_90d_share"] == 0.0
+        assert fresh["never_seen_clear_share"] == pytest.approx(0.5)
         lagos = client.get("/cities/lagos/stats").json()
         assert lagos["sdg_11_3_1"]["available"] is False
         assert "built_up_km2" in lagos["sdg_11_3_1"]["reason"]
+        # without an external baseline or any alert there is nothing to draw (the series
+        # no longer starts at the state's internal 2014 epoch)
+        assert lagos["built_up_series"] == []
         assert client.get("/cities/stockholm/stats", params={"t1": "1999"}).status_code == 400
 
         tif = client.get("/cities/stockholm/maps/change-date.tif")
