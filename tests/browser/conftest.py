@@ -155,7 +155,12 @@ def api_server(tmp_path: Path, demo_city: DemoCity, demo_scenes: list[Any]
         {"id": CITY_ID, "name": CITY_NAME, "country": "Testland", "geometry": mapping(demo_city.aoi),
          "population": {2019: 48000, 2022: 51000}, "built_up_km2": {2019: 2.4}},
         {"id": EMPTY_CITY_ID, "name": "Emptyville", "bbox": [west + 1, south, east + 1, north]},
-    ], api={"sse_poll_s": 0.2})
+    ], api={"sse_poll_s": 0.2},
+        # the scenes' provider, local like the demo's: its assets are local COGs, which
+        # the chip reader opens only for a provider configured as local
+        providers={"synthetic": {"url": "http://127.0.0.1:0/", "signing": "none",
+                                 "collections": {"sentinel-2-l2a": {"modality": "s2", "assets": {
+                                     b: b for b in ("blue", "green", "red", "nir", "swir16", "swir22", "scl")}}}}})
     store = StateStore({CITY_ID: demo_city.state})
     app = create_app(settings, db, store, layers=_published_layers(tmp_path, demo_city))
     if not any(getattr(r, "path", None) == "/dashboard" for r in app.routes):
