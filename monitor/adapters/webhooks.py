@@ -21,7 +21,15 @@ How a subscriber verifies a delivery (any language; Python shown, or import
           and abs(time.time() - int(ts)) <= 300)          # refuse replays of old requests
 
 Compute the HMAC over the raw bytes as received (before any JSON parsing), compare in
-constant time, and reject timestamps older than a few minutes. Any 2xx answer counts as
+constant time, and reject timestamps older than a few minutes.
+
+Every delivery also carries the **Standard Webhooks** headers (standardwebhooks.com):
+``webhook-id`` (the CloudEvent id, the same on every retry), ``webhook-timestamp`` and
+``webhook-signature`` (``v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">``, keyed with
+the subscription secret's UTF-8 bytes), so a receiver can verify with that library::
+
+    from standardwebhooks import Webhook
+    event = Webhook(SECRET.encode()).verify(raw_body, request.headers)  # raises if not valid Any 2xx answer counts as
 delivered; anything else (or no answer within the timeout) is retried with backoff.
 
 Targets are checked against server-side request forgery (:class:`TargetPolicy`): a URL is
@@ -39,6 +47,7 @@ and the answer's body is never read: only its status code is kept.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import ipaddress
@@ -57,6 +66,10 @@ TIMESTAMP_HEADER = "X-Urban-Monitor-Timestamp"
 EVENT_ID_HEADER = "X-Urban-Monitor-Event-Id"
 DELIVERY_HEADER = "X-Urban-Monitor-Delivery"
 USER_AGENT = "urban-monitor-webhooks/1"
+# Standard Webhooks (https://www.standardwebhooks.com/)
+STD_ID_HEADER = "webhook-id"
+STD_TIMESTAMP_HEADER = "webhook-timestamp"
+STD_SIGNATURE_HEADER = "webhook-signature"
 
 
 def sign_payload(secret: str, timestamp: int, body: bytes) -> str:
@@ -64,6 +77,14 @@ def sign_payload(secret: str, timestamp: int, body: bytes) -> str:
     mac = hmac.new(secret.encode("utf-8"), str(int(timestamp)).encode("ascii") + b"." + body,
                    hashlib.sha256)
     return "sha256=" + mac.hexdigest()
+
+
+def standard_signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
+    """The Standard Webhooks ``webhook-signature``: ``v1,<base64 HMAC-SHA256>`` of
+    ``"<id>.<timestamp>.<body>"`` keyed with the secret's UTF-8 bytes."""
+    mac = hmac.new(secret.encode("utf-8"),
+                   f"{message_id}.{int(timestamp)}.".encode() + body, hashlib.sha256)
+    return "v1," + base64.b64encode(mac.digest()).decode("ascii")
 
 
 def verify_signature(secret: str, body: bytes, timestamp: str | None, signature: str | None,
@@ -257,6 +278,9 @@ class WebhookSender:
             DELIVERY_HEADER: str(delivery_id),
             TIMESTAMP_HEADER: str(int(timestamp)),
             SIGNATURE_HEADER: sign_payload(secret, timestamp, body),
+            STD_ID_HEADER: event_id,
+            STD_TIMESTAMP_HEADER: str(int(timestamp)),
+            STD_SIGNATURE_HEADER: standard_signature(secret, event_id, timestamp, body),
         }
         try:
             target, auth = _split_credentials(normalise_webhook_url(url))

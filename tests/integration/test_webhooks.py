@@ -175,3 +175,32 @@ def test_live_service_retries_until_a_flaky_receiver_recovers(db: Database) -> N
     published = {m.value and json.loads(m.value)["id"] for m in bus.records("urban.alerts.v1")}
     assert sorted(receiver.accepted) == sorted(published) and len(published) == 3
     assert receiver.signatures_valid()
+
+
+def test_a_receiver_verifies_a_delivery_with_the_standard_webhooks_library() -> None:
+    """The Standard Webhooks headers of a real delivery verify with the `standardwebhooks`
+    library (the three-line receiver of the README); a changed body or another secret
+    does not."""
+    from standardwebhooks import Webhook, WebhookVerificationError
+
+    receiver = start_receiver(SECRET)
+    body = json.dumps({"specversion": "1.0", "id": "evt-std-1", "type": "t",
+                       "source": "s", "data": {"status": "confirmed"}}).encode()
+    try:
+        with WebhookSender(timeout_s=5.0, allow=LOOPBACK_ALLOW) as sender:
+            outcome = sender.send(receiver.url, body, secret=SECRET, event_id="evt-std-1",
+                                  delivery_id=7, timestamp=int(time.time()))
+        assert outcome.ok, outcome.error
+        got = receiver.requests[-1]
+        headers = {k: str(v) for k, v in got["headers"].items()}  # type: ignore[union-attr]
+        raw = got["body"]
+        assert isinstance(raw, bytes)
+        assert headers["webhook-id"] == "evt-std-1"
+        event = Webhook(SECRET.encode()).verify(raw, headers)
+        assert event["data"]["status"] == "confirmed"
+        with pytest.raises(WebhookVerificationError):
+            Webhook(SECRET.encode()).verify(raw.replace(b"confirmed", b"retracted"), headers)
+        with pytest.raises(WebhookVerificationError):
+            Webhook(b"another-secret-entirely").verify(raw, headers)
+    finally:
+        receiver.server.shutdown()  # type: ignore[union-attr]
