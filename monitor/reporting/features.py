@@ -32,5 +32,22 @@ def alert_feature(record: StoredAlert, base_url: str) -> dict[str, Any]:
             "updated": iso_utc(record.updated_at) if record.updated_at else None,
         },
         "links": [{"href": f"{base_url}/collections/alerts/items/{record.id}",
-                   "rel": "self", "type": GEOJSON}],
+                   "rel": "self", "type": GEOJSON},
+                  # the evidence an analyst verifies it with (the dashboard's routes):
+                  # before/after chips and the observation timeline
+                  *evidence_links(record, base_url)],
     }
+
+
+def evidence_links(record: StoredAlert, base_url: str) -> list[dict[str, str]]:
+    """Links to an alert's before/after RGB chips and its evidence (observation timeline),
+    served by the API's dashboard router."""
+    root = f"{base_url}/cities/{record.city_id}/alerts/{record.id}"
+    return [
+        {"href": f"{root}/chips/before.png", "rel": "preview", "type": "image/png",
+         "title": "before: the reference view of the site (RGB chip)"},
+        {"href": f"{root}/chips/after.png", "rel": "preview", "type": "image/png",
+         "title": "after: the observation that moved the alert (RGB chip)"},
+        {"href": f"{root}/evidence", "rel": "describedby", "type": "application/json",
+         "title": "evidence: the site's observation timeline"},
+    ]

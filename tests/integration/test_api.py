@@ -304,3 +304,18 @@ def test_sse_stream_delivers_a_new_alert_to_a_connected_client(db: Database) -> 
     (record,) = db.alerts(city_id="stockholm", detected_from=date(2024, 3, 1),
                           detected_to=date(2024, 3, 1))
     assert payload["data"]["alert_id"] == record.id
+
+
+def test_an_alert_feature_links_its_evidence(db: Database) -> None:
+    """Each alert feature links its before/after chips and its observation timeline (the
+    dashboard's evidence routes), so an analyst can verify it from the OGC item alone."""
+    seed_alerts(db)
+    with serve(create_app(api_settings(), db, FakeStore())) as url, httpx.Client(
+            base_url=url, timeout=10) as client:
+        items = client.get("/collections/alerts/items", params={"status": "all"}).json()
+        feature = items["features"][0]
+        links = {(link["rel"], link["href"].removeprefix(url)) for link in feature["links"]}
+        root = f"/cities/{feature['properties']['city_id']}/alerts/{feature['id']}"
+        assert ("preview", f"{root}/chips/before.png") in links
+        assert ("preview", f"{root}/chips/after.png") in links
+        assert ("describedby", f"{root}/evidence") in links
