@@ -286,10 +286,9 @@ def update_sites(status: np.ndarray, site: np.ndarray, first_day: np.ndarray,
                                       change_day=prev.change_day or summary.change_day)
                 if status_k in TERMINAL:
                     summary = replace(summary, closed_day=prev.closed_day or day)
-            if summary.change_day and summary.first_day and summary.change_day > summary.first_day:
-                # the median change day of its pixels can be later than the site's earliest
-                # detection: a change is never dated after it was first seen
-                summary = replace(summary, change_day=summary.first_day)
+            # (the change day is the median of its pixels' change points: robust to a few
+            # pixels detected early, so it can be later than the site's first detection,
+            # the day its earliest pixel alerted)
         report = _material(prev, summary, rules)
         if report:
             summary = replace(summary, reported=True)

@@ -148,13 +148,15 @@ def test_ids_never_repeat_over_a_long_random_history() -> None:
     assert (g.site[active] > 0).all()
 
 
-def test_a_site_is_never_dated_after_its_first_detection() -> None:
-    # a few pixels detected early (day 100, change 95) and many later (day 130, change
-    # 125): the median change day (125) would be after the site's first detection (100)
+
+def test_a_few_early_pixels_move_the_first_detection_not_the_change_date() -> None:
+    # three pixels detected early (day 100, change 95), twelve later (day 130, change 125):
+    # the site was first detected on day 100, and its change date is the robust value over
+    # its pixels (125), not dragged to the early pixels
     g = Grid()
     before = g.status.copy()
     g.set(slice(2, 3), slice(2, 5), 2, day=100, change=95)
     g.set(slice(3, 7), slice(2, 5), 2, day=130, change=125)
     reports = g.update(130, before)
     assert reports[0].first_day == 100
-    assert reports[0].change_day == 100
+    assert reports[0].change_day == 125
