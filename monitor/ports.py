@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # annotations only: importing the ports stays cheap (no numba
     from monitor.domain.records import (
         AlertPage,
         AlertQuery,
+        AlertRevision,
         Delivery,
         RegisteredCity,
         RegisteredScene,
@@ -204,8 +205,11 @@ class ChangeModel(Protocol):
     def info(self) -> ModelIdentity: ...
 
     def predict(self, reference: np.ndarray, observation: np.ndarray,
-                valid: np.ndarray | None = None) -> np.ndarray:
-        """p(change) (H, W) float32 in runtime units; NaN where ``valid`` is False."""
+                valid: np.ndarray | None = None, needed: np.ndarray | None = None
+                ) -> np.ndarray:
+        """p(change) (H, W) float32 in runtime units; NaN where ``valid`` is False. With
+        ``needed``, only those pixels must be right (the rest may be NaN: a model may skip
+        the windows without a needed pixel)."""
         ...
 
 
@@ -217,9 +221,11 @@ class DualChangeModel(Protocol):
 
     def predict_dual(self, s2_reference: np.ndarray, s2_observation: np.ndarray,
                      s1_reference: np.ndarray, s1_observation: np.ndarray,
-                     valid: np.ndarray | None = None) -> np.ndarray:
+                     valid: np.ndarray | None = None, s1_valid: np.ndarray | None = None
+                     ) -> np.ndarray:
         """p(change) (H, W) of an S2 observation with its radar context (an orbit's
-        reference and current 3-month means of VV, scaled dB)."""
+        reference and current 3-month means of VV, scaled dB). ``s1_valid``: where the
+        radar inputs are usable (default ``valid``); elsewhere they are neutral."""
         ...
 
 
@@ -297,7 +303,13 @@ class AlertRepository(Protocol):
 
     def save_alert_changes(self, alerts: Sequence[StoredAlert],
                            deliveries: Sequence[Delivery],
-                           folded: tuple[str, str] | None = None) -> int: ...
+                           folded: tuple[str, str] | None = None,
+                           moved_by: Sequence[str] = ()) -> int: ...
+
+    def alert_revision(self, alert_id: str, revision: int) -> AlertRevision | None:
+        """One revision as it was made (every revision is kept, with the scenes that
+        made it)."""
+        ...
 
 
 class SubscriptionRepository(Protocol):

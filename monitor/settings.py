@@ -208,6 +208,10 @@ class AlertingSettings(_Strict):
     webhook_max_backoff_s: float = Field(default=300.0, gt=0, description="retry delay cap")
     webhook_give_up_after_h: float = Field(default=72.0, gt=0, description="a delivery still "
                                            "failing this long after it was queued is 'failed'")
+    links_base_url: str | None = Field(
+        default=None, description="public base URL of the API that AlertEvents and webhooks "
+        "link to (evidence, chips, the OGC feature); default http://<api.host>:<api.port> "
+        "(localhost when the API listens on every interface)")
     dispatch_interval_s: float = Field(default=1.0, gt=0)
     dispatch_batch: int = Field(default=100, ge=1)
     webhook_allow_private: list[str] = Field(

@@ -204,7 +204,8 @@ class OnnxChangeModel:
             )
         return array
 
-    def _run_tiled(self, inputs: list[np.ndarray], valid: np.ndarray | None) -> np.ndarray:
+    def _run_tiled(self, inputs: list[np.ndarray], valid: np.ndarray | None,
+                   needed: np.ndarray | None = None) -> np.ndarray:
         prob = predict_tiled(
             lambda tiles: self.run_batch(*tiles),
             inputs,
@@ -213,7 +214,10 @@ class OnnxChangeModel:
             margin=self.margin,
             align=self.align,
             batch_size=self.batch_size,
+            needed=needed,
         )
+        if needed is not None:
+            prob = np.where(needed, prob, np.nan).astype(np.float32)
         if valid is not None:
             prob = np.where(valid, prob, np.nan).astype(np.float32)
         return prob
@@ -223,11 +227,14 @@ class OnnxChangeModel:
         reference: np.ndarray,
         observation: np.ndarray,
         valid: np.ndarray | None = None,
+        needed: np.ndarray | None = None,
     ) -> np.ndarray:
         """p(change) (H, W) float32 for a single-modality model; NaN where ``valid`` is False.
 
         S2 models take (C, H, W) reflectance in the card's band order (``info.s2_bands``, 6
-        bands for change_s2), S1 models (1, H, W) scaled dB.
+        bands for change_s2), S1 models (1, H, W) scaled dB. With ``needed``, only the
+        tiles under those pixels run (NaN elsewhere); the values there are the same as from
+        the whole scene (normalisation still uses every ``valid`` pixel).
         """
         if self.modality == "s2":
             ref = normalise_s2(self._check("reference", reference, self._channels(0)), valid)
@@ -240,7 +247,7 @@ class OnnxChangeModel:
                 f"model {self.path} is dual-stream (S1+S2)",
                 "call predict_dual(s2_reference, s2_observation, s1_reference, s1_observation)",
             )
-        return self._run_tiled([ref, obs], valid)
+        return self._run_tiled([ref, obs], valid, needed)
 
     def predict_dual(
         self,
@@ -249,8 +256,15 @@ class OnnxChangeModel:
         s1_reference: np.ndarray,
         s1_observation: np.ndarray,
         valid: np.ndarray | None = None,
+        s1_valid: np.ndarray | None = None,
     ) -> np.ndarray:
-        """p(change) (H, W) of the dual-stream model (S2 reflectance + S1 scaled dB)."""
+        """p(change) (H, W) of the dual-stream model (S2 reflectance + S1 scaled dB).
+
+        ``s1_valid`` (default: ``valid``) marks the pixels whose radar inputs are usable;
+        elsewhere both radar inputs are the neutral 0 (no radar change: what the model saw
+        for cities without radar in training), so S2 alone speaks there."""
+        s1_mask = valid if s1_valid is None else (
+            s1_valid if valid is None else (valid & s1_valid))
         if self.modality != "s1+s2":
             raise ModelError(
                 f"model {self.path} is single-modality ({self.modality})",
@@ -259,7 +273,7 @@ class OnnxChangeModel:
         inputs = [
             normalise_s2(self._check("s2_reference", s2_reference, self._channels(0)), valid),
             normalise_s2(self._check("s2_observation", s2_observation, self._channels(1)), valid),
-            normalise_s1(self._check("s1_reference", s1_reference, 1), valid),
-            normalise_s1(self._check("s1_observation", s1_observation, 1), valid),
+            normalise_s1(self._check("s1_reference", s1_reference, 1), s1_mask),
+            normalise_s1(self._check("s1_observation", s1_observation, 1), s1_mask),
         ]
         return self._run_tiled(inputs, valid)

@@ -122,6 +122,16 @@ class ChangeData(_Data):
     sites: list[ChangeSite] = Field(default_factory=list)
 
 
+class AlertLink(_Data):
+    """A web link (RFC 8288 style, as OGC API and STAC write them)."""
+
+    href: str
+    rel: str = Field(description="'alternate' (the OGC API feature), 'evidence' (chips + "
+                                 "timeline, JSON), 'preview' (a chip, PNG)")
+    type: str
+    title: str | None = None
+
+
 class AlertData(_Data):
     """An urban change alert (a site), as recorded and pushed to subscribers."""
 
@@ -139,6 +149,11 @@ class AlertData(_Data):
     model_version: str
     scene_ids: list[str]
     site_id: str | None = Field(default=None, description="the state's site this alert is")
+    links: list[AlertLink] = Field(
+        default_factory=list, description="where to verify this revision: the OGC API "
+        "feature, the evidence (before/after chips and the site's observation timeline with "
+        "p(change) and evidence per scene) and the two chips, on the API "
+        "(alerting.links_base_url)")
 
 
 class DeadLetterData(_Data):

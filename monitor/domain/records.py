@@ -106,6 +106,16 @@ class StoredAlert:
 
 
 @dataclass(frozen=True)
+class AlertRevision:
+    """One revision of an alert as it was made, and the scene(s) whose ChangeEvent made it
+    (``moved_by``: STAC item ids; empty for a revision written by a tool)."""
+
+    alert: StoredAlert
+    moved_by: tuple[str, ...] = ()
+    recorded_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class AlertQuery:
     """The filters of an alert search. ``boxes``: the alert's geometry must intersect one
     of them (exactly, not just its envelope); ``detected_*`` bound ``first_detected``."""

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from monitor.domain.grid import CityGrid
+from monitor.domain.site_log import SiteLog, log_from_json, log_observation, log_to_json
 from monitor.domain.sites import (
     SiteSummary,
     table_from_json,
@@ -155,6 +156,8 @@ class CityState:
         # site id -> last computed summary; the next free id; what the last update reported
         self.sites: dict[int, SiteSummary] = table_from_json(meta.get("sites", {}))
         self.next_site_id: int = int(meta.get("next_site_id", 1))
+        # site id -> what each recent observation said about it (monitor.domain.site_log)
+        self.site_log: SiteLog = log_from_json(meta.get("site_log"))
         # the model that scored the last applied scene (its ChangeEvent names it)
         self.last_model_version: str | None = meta.get("last_model_version")
         self.last_reported: list[SiteSummary] = [
@@ -215,6 +218,7 @@ class CityState:
             "applied": {k: [s, d] for k, (s, d) in self.applied.items()},
             "sites": table_to_json(self.sites),
             "next_site_id": self.next_site_id,
+            "site_log": log_to_json(self.site_log),
             "last_reported": [[s.site_id, s.to_json()] for s in self.last_reported],
             "last_model_version": self.last_model_version,
         }
@@ -547,6 +551,13 @@ class CityState:
         self.last_day[stream] = max(last, day)
         self._prune_applied()
         reported = self._update_sites(status_before, day)
+        if self.sites:
+            log_observation(self.site_log, self.sites, site=a["site"], status=a["status"],
+                            evidence=self.evidence,
+                            valid=np.asarray(obs.valid, dtype=bool) & np.all(
+                                np.isfinite(obs.values[:1] if obs.modality == "s1"
+                                            else obs.values), axis=0),
+                            p_change=obs.p_change if has_p else None, day=day, stream=stream)
         self.version += 1
         self.last_scene_id = obs.scene_id
         return UpdateResult(obs.scene_id, "applied", self.version,

@@ -130,11 +130,16 @@ def predict_tiled(
     margin: int = 48,
     align: int = 8,
     batch_size: int = 4,
+    needed: np.ndarray | None = None,
 ) -> np.ndarray:
     """Run ``predict`` tile by tile over (C, H, W) ``inputs`` and stitch an (H, W) map.
 
     ``predict`` takes one (N, C_i, h, w) array per input (h, w multiples of ``align``) and
     returns (N, 1, h, w) or (N, h, w). Tiles of the same shape are batched together.
+
+    With ``needed`` (H, W bool), only the tiles that give weight to a needed pixel run: the
+    map equals the full one at every needed pixel and is 0 where no tile ran (a caller that
+    wants a few scattered pixels pays for the tiles under them, not for the scene).
     """
     if overlap < 2 * margin:
         raise ValueError(f"overlap {overlap} must be at least twice the margin {margin}")
@@ -143,6 +148,11 @@ def predict_tiled(
         if a.shape[-2:] != (height, width):
             raise ValueError(f"inputs differ in size: {[x.shape for x in inputs]}")
     windows = plan_tiles(height, width, tile, overlap, align)
+    if needed is not None:
+        if needed.shape != (height, width):
+            raise ValueError(f"needed {needed.shape} differs from the inputs' {(height, width)}")
+        windows = [w for w in windows
+                   if np.any(needed[w.slices] & (blend_weights(w, height, width, margin, overlap) > 0))]
     acc = np.zeros((height, width), dtype=np.float32)
     wsum = np.zeros((height, width), dtype=np.float32)
     by_shape: dict[tuple[int, int], list[TileWindow]] = {}

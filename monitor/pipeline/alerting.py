@@ -20,11 +20,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from urllib.parse import quote
 
 from shapely.geometry import shape
 
 from monitor.domain.alerts import Alert, AlertRules, alert_id_for, fold_site
-from monitor.domain.events import AlertData, ChangeData, CloudEvent, alert_event
+from monitor.domain.events import AlertData, AlertLink, ChangeData, CloudEvent, alert_event
 from monitor.domain.records import StoredAlert
 from monitor.pipeline.outbox import plan_deliveries, publish_pending
 from monitor.ports import AlertingStore, Bus, Message
@@ -61,7 +62,26 @@ def alert_to_record(alert: Alert, previous: StoredAlert | None = None) -> Stored
     )
 
 
-def record_to_data(record: StoredAlert) -> AlertData:
+def alert_links(record: StoredAlert, base: str) -> list[AlertLink]:
+    """Links of one revision on the API at ``base``: the OGC feature, the evidence of
+    this revision and its before/after chips."""
+    b = base.rstrip("/")
+    here = f"{b}/cities/{quote(record.city_id, safe='')}/alerts/{quote(record.id, safe='')}"
+    rev = f"revision={record.revision}"
+    return [
+        AlertLink(href=f"{b}/collections/alerts/items/{quote(record.id, safe='')}",
+                  rel="alternate", type="application/geo+json", title="the alert (OGC API)"),
+        AlertLink(href=f"{here}/evidence?{rev}", rel="evidence", type="application/json",
+                  title="before/after chips and the site's observation timeline"),
+        AlertLink(href=f"{here}/chips/before.png?{rev}", rel="preview", type="image/png",
+                  title="before: the last clear Sentinel-2 scene before the change"),
+        AlertLink(href=f"{here}/chips/after.png?{rev}", rel="preview", type="image/png",
+                  title="after: the clear Sentinel-2 scene that moved the alert (or the "
+                        "nearest before it)"),
+    ]
+
+
+def record_to_data(record: StoredAlert, links_base: str | None = None) -> AlertData:
     return AlertData(
         alert_id=record.id, city_id=record.city_id, status=record.status,  # type: ignore[arg-type]
         revision=record.revision, geometry=record.geometry,
@@ -70,18 +90,21 @@ def record_to_data(record: StoredAlert) -> AlertData:
         change_date=record.change_date, confidence=record.confidence,
         model_version=record.model_version, scene_ids=list(record.scene_ids),
         site_id=record.site_id,
+        links=alert_links(record, links_base) if links_base else [],
     )
 
 
-def record_to_event(record: StoredAlert, time: datetime | None = None) -> CloudEvent:
-    event = alert_event(record_to_data(record))
+def record_to_event(record: StoredAlert, time: datetime | None = None,
+                    links_base: str | None = None) -> CloudEvent:
+    event = alert_event(record_to_data(record, links_base))
     if time is not None:
         event = event.model_copy(update={"time": time})
     return event
 
 
 def apply_change_event(db: AlertingStore, change: ChangeData, *, rules: AlertRules,
-                       alerts_topic: str | None, event_id: str | None = None) -> list[CloudEvent]:
+                       alerts_topic: str | None, event_id: str | None = None,
+                       links_base: str | None = None) -> list[CloudEvent]:
     """Fold one ChangeEvent into the city's alerts; save revisions and their outbox rows.
     Returns the AlertEvents of the new revisions (empty when nothing changed).
 
@@ -112,13 +135,13 @@ def apply_change_event(db: AlertingStore, change: ChangeData, *, rules: AlertRul
     deliveries = []
     for alert, previous in changed:
         record = alert_to_record(alert, previous)
-        event = record_to_event(record)
+        event = record_to_event(record, links_base=links_base)
         new_records.append(record)
         events.append(event)
         deliveries.extend(plan_deliveries(event, subscriptions, alerts_topic))
         log.debug("alert %s of city %s (site %s): revision %d, %s", alert.alert_id,
                   alert.city_id, alert.site_id, alert.revision, alert.status)
-    db.save_alert_changes(new_records, deliveries, folded=folded)
+    db.save_alert_changes(new_records, deliveries, folded=folded, moved_by=change.scene_ids)
     return events
 
 
@@ -126,8 +149,9 @@ class AlertingHandler:
     """The EventLoop handler of the alerting service."""
 
     def __init__(self, db: AlertingStore, bus: Bus, *, settings: AlertingSettings,
-                 alerts_topic: str) -> None:
+                 alerts_topic: str, links_base: str | None = None) -> None:
         self.db = db
+        self.links_base = links_base
         self.bus = bus
         self.rules = rules_from(settings)
         self.alerts_topic = alerts_topic
@@ -138,7 +162,7 @@ class AlertingHandler:
         change = event.data
         assert isinstance(change, ChangeData)  # EventLoop checked the type
         apply_change_event(self.db, change, rules=self.rules, alerts_topic=self.alerts_topic,
-                           event_id=event.id)
+                           event_id=event.id, links_base=self.links_base)
         self.published += publish_pending(self.db, self.bus, now=datetime.now(UTC),
                                           unmarked=self._unmarked)
 

@@ -266,6 +266,11 @@ class InferenceWorker:
         return change_event(data)
 
 
+# Up to this share of an S2 scene's clear pixels may lack a radar reference and still be
+# scored by the dual model (neutral radar there); beyond it the S2 model scores them.
+RADAR_NEUTRAL_SHARE = 0.05
+
+
 def predict_change(state: CityState, observation: Observation, *, s2_model: ChangeModel,
                    s1_model: ChangeModel | None = None,
                    dual_model: DualChangeModel | None = None) -> tuple[np.ndarray | None, str]:
@@ -273,7 +278,9 @@ def predict_change(state: CityState, observation: Observation, *, s2_model: Chan
     the model that produced it (the worker and the offline stream replay share this).
 
     S2 with radar context (an orbit seen within 45 days whose reference is built) -> the
-    dual-stream model where the orbit covers the pixels (S2 alone elsewhere); S2 otherwise
+    dual-stream model where the orbit covers the pixels; clear pixels without a radar
+    reference are scored by the dual model with neutral radar when they are at most
+    :data:`RADAR_NEUTRAL_SHARE` of the scene, else by the S2 model; S2 otherwise
     -> the S2 model; S1 -> the S1 model, unless radar carries no weight (then references
     only)."""
     inputs = state.model_inputs(observation)
@@ -291,11 +298,17 @@ def predict_change(state: CityState, observation: Observation, *, s2_model: Chan
     if context is not None and dual_model is not None:
         _, s1_ref, s1_cur, s1_valid = context
         fused_valid = valid & s1_valid
-        if fused_valid.mean() >= 0.5 * max(valid.mean(), 1e-9):
-            p = dual_model.predict_dual(reference, current, s1_ref, s1_cur, fused_valid)
-            alone = valid & ~fused_valid
-            if alone.any():  # no radar reference there yet: the S2 model
-                p = np.where(alone, s2_model.predict(reference, current, valid), p)
+        n_valid = max(int(valid.sum()), 1)
+        alone = valid & ~fused_valid
+        if fused_valid.sum() >= 0.5 * n_valid:
+            if alone.sum() <= RADAR_NEUTRAL_SHARE * n_valid:
+                # a few pixels without a radar reference (speckle no-data, a swath edge):
+                # the dual model scores them too, with neutral radar there (one network)
+                p = dual_model.predict_dual(reference, current, s1_ref, s1_cur, valid,
+                                            s1_valid=fused_valid)
+            else:  # many: the S2 model scores them, over their tiles only
+                p = dual_model.predict_dual(reference, current, s1_ref, s1_cur, fused_valid)
+                p = np.where(alone, s2_model.predict(reference, current, valid, needed=alone), p)
             return np.where(valid, p, np.nan).astype(np.float32), dual_model.info.id
     p = s2_model.predict(reference, current, valid)
     return np.where(valid, p, np.nan).astype(np.float32), version

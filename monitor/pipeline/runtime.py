@@ -261,6 +261,15 @@ def run_inference(runtime: Runtime, stop: threading.Event) -> None:
 
 
 # -- alerting ---------------------------------------------------------------------------
+def alert_links_base(settings: Settings) -> str:
+    """Where AlertEvents link to: ``alerting.links_base_url``, else the API's address."""
+    if settings.alerting.links_base_url:
+        return settings.alerting.links_base_url.rstrip("/")
+    host = settings.api.host
+    host = "localhost" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{host}:{settings.api.port}"
+
+
 def build_alerting_loop(settings: Settings, bus: Bus, db: Database, *,
                         client_id: str | None = None) -> tuple[EventLoop, AlertingHandler]:
     """The alerting consume loop (topic ``bus.changes_topic``, group
@@ -271,7 +280,8 @@ def build_alerting_loop(settings: Settings, bus: Bus, db: Database, *,
 
     b = settings.bus
     bus.ensure_topics([b.changes_topic, b.alerts_topic, b.dead_letter_topic], b.partitions)
-    handler = AlertingHandler(db, bus, settings=settings.alerting, alerts_topic=b.alerts_topic)
+    handler = AlertingHandler(db, bus, settings=settings.alerting, alerts_topic=b.alerts_topic,
+                              links_base=alert_links_base(settings))
     publish_pending(db, bus)
     consumer = bus.consumer([b.changes_topic], b.alerting_group,
                             client_id=client_id or f"{b.client_id}-alerting")

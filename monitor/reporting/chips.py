@@ -109,11 +109,25 @@ def chip_dates(alert: StoredAlert) -> tuple[date, date]:
 
 
 def choose_chip_scenes(alert: StoredAlert, scenes: Sequence[SceneData], reader: ChipReader,
-                       grid: CityGrid) -> tuple[ChipScene | None, ChipScene | None]:
+                       grid: CityGrid, moved_by: Sequence[str] = ()
+                       ) -> tuple[ChipScene | None, ChipScene | None]:
+    """(before, after): the last clear S2 scene before the change date, and the scene that
+    moved the alert to this revision (``moved_by``) — or, when that scene is radar or not
+    clear over the chip, the nearest clear S2 scene before it (after the change), then
+    after it. Without ``moved_by``: the first clear S2 scene from the confirmation (or
+    first detection) on."""
     s2 = sorted((s for s in scenes if s.modality == "s2"), key=lambda s: s.acquired)
     before_day, after_day = chip_dates(alert)
     before = [s for s in reversed(s2) if s.acquired.date() < before_day]
-    after = [s for s in s2 if s.acquired.date() >= after_day]
+    moving = [s for s in scenes if s.item_id in set(moved_by)]
+    if moving:
+        moved_at = max(s.acquired for s in moving)
+        at_or_before = [s for s in reversed(s2)
+                        if s.acquired <= moved_at and s.acquired.date() >= before_day]
+        later = [s for s in s2 if s.acquired > moved_at]
+        after = [*at_or_before, *later]
+    else:
+        after = [s for s in s2 if s.acquired.date() >= after_day]
     return pick_clear(reader, before, grid), pick_clear(reader, after, grid)
 
 
@@ -152,10 +166,18 @@ def render_chips(before: ChipScene | None, after: ChipScene | None, geometry: di
 
 
 def observation_timeline(alert: StoredAlert, scenes: Sequence[SceneData],
-                         limit: int = 300) -> list[dict[str, Any]]:
+                         limit: int = 300, site_log: Sequence[dict[str, Any]] = ()
+                         ) -> list[dict[str, Any]]:
     """The city's processed scenes from :data:`TIMELINE_BEFORE_DAYS` before the change
     date to :data:`TIMELINE_AFTER_DAYS` after the alert's last lifecycle date, oldest
-    first; ``moved_alert`` marks the scenes the alert names (those that moved it)."""
+    first; ``moved_alert`` marks the scenes the alert names (those that moved it).
+
+    With the site's observation log (``monitor.domain.site_log.entries_as_dicts``), each
+    scene the site saw carries what it said there: ``clear_share`` of the footprint seen,
+    ``p_change`` (mean calibrated p(change), null when no model ran), ``evidence`` (mean
+    CUSUM evidence after it) and ``site_status``; scenes before the site existed carry
+    null (the log starts at the first detection)."""
+    logged = {(e["date"], e["modality"]): e for e in site_log}
     change = alert.change_date or alert.first_detected
     last = max(d for d in (alert.first_detected, alert.confirmed, alert.retracted, change)
                if d is not None)
@@ -165,9 +187,13 @@ def observation_timeline(alert: StoredAlert, scenes: Sequence[SceneData],
     for s in sorted(scenes, key=lambda s: s.acquired):
         day = s.acquired.date()
         if lo <= day <= hi:
+            entry = logged.get((day.isoformat(), s.modality), {})
             rows.append({"date": day.isoformat(), "modality": s.modality,
                          "item_id": s.item_id, "collection": s.collection,
-                         "cloud_cover": s.cloud_cover, "moved_alert": s.item_id in moved})
+                         "cloud_cover": s.cloud_cover, "moved_alert": s.item_id in moved,
+                         "clear_share": entry.get("clear_share"),
+                         "p_change": entry.get("p_change"), "evidence": entry.get("evidence"),
+                         "site_status": entry.get("site_status")})
     return rows[-limit:]
 
 
@@ -179,17 +205,21 @@ def lifecycle_events(alert: StoredAlert) -> list[dict[str, str]]:
     return [{"kind": k, "label": label, "date": d.isoformat()} for k, label, d in events if d]
 
 
-def alert_evidence(alert: StoredAlert, scenes: Sequence[SceneData], reader: ChipReader
+def alert_evidence(alert: StoredAlert, scenes: Sequence[SceneData], reader: ChipReader,
+                   moved_by: Sequence[str] = (), site_log: Sequence[dict[str, Any]] = ()
                    ) -> dict[str, Any]:
     """Chips (PNG bytes under ``png``), the scenes they show, the observation timeline and
-    the lifecycle dates of one alert (JSON-ready apart from ``png``)."""
+    the lifecycle dates of one alert revision (JSON-ready apart from ``png``).
+    ``moved_by``: the scenes that made this revision; ``site_log``: the site's
+    observation log (see :func:`observation_timeline`)."""
     grid = chip_grid(alert.geometry)
-    before, after = choose_chip_scenes(alert, scenes, reader, grid)
+    before, after = choose_chip_scenes(alert, scenes, reader, grid, moved_by)
     png_before, png_after = render_chips(before, after, alert.geometry, grid)
-    return {"alert_id": alert.id, "revision": alert.revision,
+    return {"alert_id": alert.id, "revision": alert.revision, "status": alert.status,
+            "moved_by": list(moved_by),
             "before": before.describe() if before else None,
             "after": after.describe() if after else None,
-            "timeline": observation_timeline(alert, scenes),
+            "timeline": observation_timeline(alert, scenes, site_log=site_log),
             "events": lifecycle_events(alert),
             "png": {"before": png_before, "after": png_after}}
 

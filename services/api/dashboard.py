@@ -215,6 +215,11 @@ class SigningReader:
                                    bands=bands)
 
 
+RevisionParam = Annotated[int | None, Query(
+    ge=1, description="the alert revision (default: the latest); AlertEvents link to their "
+                      "own revision")]
+
+
 def evidence_router(load_state: Callable[[str], Any]) -> APIRouter:
     """Overview, downloads and the evidence behind each alert (chips, timeline, scenes)."""
     from monitor.reporting.overview import builtup_estimate_m2, city_overview, state_period
@@ -287,7 +292,9 @@ def evidence_router(load_state: Callable[[str], Any]) -> APIRouter:
         return JSONResponse(body, media_type=GEOJSON, headers={
             "Content-Disposition": f'attachment; filename="{name}.geojson"'})
 
-    def evidence(request: Request, city_id: str, alert_id: str) -> dict[str, Any]:
+    def evidence(request: Request, city_id: str, alert_id: str,
+                 revision: int | None = None) -> dict[str, Any]:
+        from monitor.domain.site_log import entries_as_dicts
         from monitor.reporting.chips import alert_evidence
 
         ctx = _context(request)
@@ -295,15 +302,30 @@ def evidence_router(load_state: Callable[[str], Any]) -> APIRouter:
         alert: StoredAlert | None = ctx.store.get_alert(alert_id)
         if alert is None or alert.city_id != city_id:
             raise HTTPException(404, f"no alert '{alert_id}' in city '{city_id}'")
-        found = cache.get_or_render(
-            (city_id, f"evidence:{alert.id}", alert.revision),
-            lambda: alert_evidence(alert, city_scenes(ctx, city_id), reader_for(ctx)))
-        return found
+        wanted = alert.revision if revision is None else revision
+        kept = getattr(ctx.store, "alert_revision", None)
+        made = kept(alert_id, wanted) if kept is not None else None
+        if wanted != alert.revision:
+            if made is None:
+                raise HTTPException(404, f"alert '{alert_id}' has no recorded revision "
+                                    f"{wanted} (its latest is {alert.revision}; revisions "
+                                    "made before this version of Urban Monitor are not kept)")
+            alert = made.alert
+        moved_by = made.moved_by if made is not None else ()
+        state = _optional_state(load_state, city_id)
+        log = getattr(state, "site_log", {}) if state is not None else {}
+        entries = (entries_as_dicts(log.get(int(alert.site_id), []))
+                   if alert.site_id and str(alert.site_id).isdigit() else [])
+        return cache.get_or_render(
+            (city_id, f"evidence:{alert.id}:{alert.revision}", getattr(state, "version", 0)),
+            lambda: alert_evidence(alert, city_scenes(ctx, city_id), reader_for(ctx),
+                                   moved_by=moved_by, site_log=entries))
 
     @router.get("/cities/{city_id}/alerts/{alert_id}/evidence",
-                summary="Before/after chips and observation timeline of an alert")
-    async def evidence_route(request: Request, city_id: str, alert_id: str) -> JSONResponse:
-        found = await run_in_threadpool(evidence, request, city_id, alert_id)
+                summary="Before/after chips and observation timeline of an alert revision")
+    async def evidence_route(request: Request, city_id: str, alert_id: str,
+                             revision: RevisionParam = None) -> JSONResponse:
+        found = await run_in_threadpool(evidence, request, city_id, alert_id, revision)
         base = f"{str(request.base_url).rstrip('/')}/cities/{city_id}/alerts/{alert_id}/chips"
         body = {k: v for k, v in found.items() if k != "png"}
         for side in ("before", "after"):
@@ -315,14 +337,12 @@ def evidence_router(load_state: Callable[[str], Any]) -> APIRouter:
         return JSONResponse(body)
 
     @router.get("/cities/{city_id}/alerts/{alert_id}/chips/{side}.png",
-                summary="Before/after true-colour chip of an alert", response_class=Response,
-                responses={200: {"content": {"image/png": {}}}})
+                summary="Before/after true-colour chip of an alert revision",
+                response_class=Response, responses={200: {"content": {"image/png": {}}}})
     async def chip_route(request: Request, city_id: str, alert_id: str,
-                         side: Literal["before", "after"],
-                         revision: Annotated[int | None, Query(
-                             description="the alert revision the page shows (cache key)")] = None
+                         side: Literal["before", "after"], revision: RevisionParam = None
                          ) -> Response:
-        found = await run_in_threadpool(evidence, request, city_id, alert_id)
+        found = await run_in_threadpool(evidence, request, city_id, alert_id, revision)
         data = found["png"][side]
         if data is None:
             raise HTTPException(404, f"no clear Sentinel-2 scene {side} the change of alert "

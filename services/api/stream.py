@@ -86,8 +86,8 @@ async def _released(frames: AsyncIterator[bytes],
 
 
 def _frames(alerts: AlertRepository, city: str | None, statuses: Sequence[str],
-            since: datetime, floor: datetime,
-            sent: dict[tuple[str, int], datetime]) -> tuple[list[bytes], datetime | None]:
+            since: datetime, floor: datetime, sent: dict[tuple[str, int], datetime],
+            links_base: str | None = None) -> tuple[list[bytes], datetime | None]:
     """Query and serialise one poll's new revisions (in a worker thread: building the
     CloudEvent JSON of hundreds of alerts must not hold the event loop)."""
     rows = alerts.alerts(city_id=city, statuses=list(statuses) or None, updated_since=since,
@@ -100,7 +100,7 @@ def _frames(alerts: AlertRepository, city: str | None, statuses: Sequence[str],
         if updated is None or key in sent or updated < floor:
             continue
         sent[key] = updated
-        event = record_to_event(row, time=updated)
+        event = record_to_event(row, time=updated, links_base=links_base)
         frames.append(f"id: {event.id}\nevent: alert\ndata: {event.to_json().decode()}\n\n"
                       .encode())
         newest = updated if newest is None else max(newest, updated)
@@ -121,7 +121,8 @@ async def alert_stream(request: Request, alerts: AlertRepository, city: str | No
     last_beat = time.monotonic()
     while not await request.is_disconnected():
         frames, newest = await run_in_threadpool(_frames, alerts, city, statuses,
-                                                 cursor - overlap, floor, sent)
+                                                 cursor - overlap, floor, sent,
+                                                 str(request.base_url).rstrip("/"))
         if frames:
             yield b"".join(frames)
         if newest is not None:

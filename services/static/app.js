@@ -882,7 +882,46 @@
       root.append(t0, t1);
       wrap.append(root);
       wrap.append(el("div", { class: "timeline-keys" }, ...events.map((e) => el("span", { class: "key" }, el("span", { class: "tick", style: `background:${colours[e.kind] || "#333"}` }), `${e.label} ${e.date}`))));
+      wrap.append(this.renderEvidenceChart(rows, sx, width, m));
       return wrap;
+    }
+
+    /** What each scene said about the site (the state's site log): p(change) over the
+     *  footprint's clear pixels as dots (hollow: mostly cloudy), the CUSUM evidence as a
+     *  line. Same time axis as the timeline above. */
+    renderEvidenceChart(rows, sx, width, m) {
+      const seen = rows.filter((r) => r.p_change !== null && r.p_change !== undefined || r.evidence !== null && r.evidence !== undefined);
+      const box = el("div", { class: "evidence-chart", id: "evidence-chart" });
+      if (!seen.length) {
+        box.append(el("div", { class: "muted" }, "No per-scene p(change) is recorded for this site (it is logged from the first detection on, and kept a year after confirmation)."));
+        return box;
+      }
+      box.append(el("div", { class: "legend-title" }, "What each scene said about the site: p(change) (dots, hollow when under half of it was seen) and evidence (line)"));
+      const height = 70, top = 6, bottom = 58;
+      const sy = (p) => bottom - p * (bottom - top);
+      const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, id: "evidence-svg", role: "img", "aria-label": "p(change) and evidence per scene" });
+      for (const p of [0, 0.5, 1]) {
+        root.append(svg("line", { x1: m.l, x2: width - m.r, y1: sy(p), y2: sy(p), class: "lane" }));
+        const t = svg("text", { x: width - m.r, y: sy(p) - 1, class: "lane-label", "text-anchor": "end" }); t.textContent = p.toFixed(1); root.append(t);
+      }
+      const ev = seen.filter((r) => r.evidence !== null && r.evidence !== undefined);
+      const maxEv = Math.max(1e-6, ...ev.map((r) => r.evidence));
+      if (ev.length > 1) {
+        const pts = ev.map((r) => `${sx(toDay(r.date)).toFixed(1)},${sy(r.evidence / maxEv).toFixed(1)}`).join(" ");
+        root.append(svg("polyline", { points: pts, class: "evidence-line", fill: "none", stroke: "#8250df", "stroke-width": 1.4 }));
+      }
+      for (const r of seen) {
+        if (r.p_change === null || r.p_change === undefined) continue;
+        const hollow = r.clear_share !== null && r.clear_share < 0.5;
+        const c = svg("circle", { cx: sx(toDay(r.date)), cy: sy(r.p_change), r: 2.8, class: `pchange pchange-${r.modality}${hollow ? " pchange-cloudy" : ""}`,
+          fill: hollow ? "none" : (r.modality === "s1" ? "#bf8700" : "#1a7f37"), stroke: r.modality === "s1" ? "#bf8700" : "#1a7f37" });
+        const title = svg("title");
+        title.textContent = `${r.date} ${r.modality.toUpperCase()} · p(change) ${r.p_change.toFixed(2)} · evidence ${r.evidence} · ${Math.round((r.clear_share || 0) * 100)} % of the site seen · site ${r.site_status}`;
+        c.append(title);
+        root.append(c);
+      }
+      box.append(root);
+      return box;
     }
 
     // -------------------------------------------------------------- legends

@@ -25,6 +25,7 @@ from tests.browser.demo_data import (
     alert_record,
     build_demo_city,
     register_scenes,
+    scene_days,
     write_scenes,
 )
 
@@ -82,14 +83,7 @@ def demo_city() -> DemoCity:
 @pytest.fixture(scope="session")
 def demo_scenes(demo_city: DemoCity, tmp_path_factory: pytest.TempPathFactory) -> list[Any]:
     """Real S2 GeoTIFFs every 45 days over the demo city (for the chips)."""
-    from datetime import timedelta
-
-    days = []
-    day = START + timedelta(days=5)
-    while day <= END:
-        days.append(day)
-        day += timedelta(days=45)
-    return write_scenes(demo_city, tmp_path_factory.mktemp("scenes"), days)
+    return write_scenes(demo_city, tmp_path_factory.mktemp("scenes"), scene_days())
 
 
 class StateStore:

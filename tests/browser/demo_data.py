@@ -48,6 +48,8 @@ class DemoState:
     last_day: dict[str, int] = field(default_factory=dict)
     params: Any = None
     version: int = 1
+    # site id -> the state's observation log (monitor.domain.site_log entries)
+    site_log: dict[int, list[list[Any]]] = field(default_factory=dict)
 
     def reference_for(self, modality: str, orbit: str | None = None
                       ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -108,6 +110,7 @@ def build_demo_city(seed: int = 7, n_sites: int = 8) -> DemoCity:
     statuses = ["confirmed", "confirmed", "provisional", "first", "retracted"]
     codes = {"first": 1, "provisional": 2, "confirmed": 3, "retracted": 4}
     alerts: list[dict[str, Any]] = []
+    site_log: dict[int, list[list[Any]]] = {}
     for k, site in enumerate(sorted(land.sites, key=lambda s: s.start)):
         st = statuses[k % len(statuses)]
         pixels = land.site_labels == site.site_id
@@ -122,13 +125,31 @@ def build_demo_city(seed: int = 7, n_sites: int = 8) -> DemoCity:
         alerts.append(alert_data(
             alert_id=f"alert-{k:03d}", status=st, geometry=mapping(polygon),
             area_m2=float(site.n_pixels * 100.0), first_detected=first, confirmed=confirmed,
-            retracted=retracted, change_date=change, confidence=0.55 + 0.05 * (k % 8)))
+            retracted=retracted, change_date=change, confidence=0.55 + 0.05 * (k % 8),
+            site_id=str(k + 1)))
+        # what the S2 scenes (scene_days) said about the site from its first detection on:
+        # p(change) high, evidence rising; every second scene mostly cloudy over it
+        entries = []
+        for j, day in enumerate(d for d in scene_days() if first <= d <= first + timedelta(days=240)):
+            seen = site.n_pixels // 4 if j % 2 == 1 else site.n_pixels
+            entries.append([iso_to_day(day), "s2", site.n_pixels, seen, round(0.7 + 0.02 * j, 3),
+                            round(2.0 + 1.5 * j, 2), st])
+        site_log[k + 1] = entries
     state = DemoState(grid=grid, status=status, first_day=first_day, change_day=change_day,
                       s2_count=np.full((h, w), 5, np.uint8), s2=refl.astype(np.float32),
                       first_stream_day={"s2": iso_to_day(START)},
                       last_day={"s2": iso_to_day(END)},
-                      params=SimpleNamespace(baseline_days=BASELINE_DAYS))
+                      params=SimpleNamespace(baseline_days=BASELINE_DAYS), site_log=site_log)
     return DemoCity(grid=grid, aoi=aoi, state=state, alerts=alerts, land=land, seed=seed)
+
+
+def scene_days() -> list[date]:
+    """The days of the demo city's real S2 scenes: every 45 days from START + 5."""
+    days, day = [], START + timedelta(days=5)
+    while day <= END:
+        days.append(day)
+        day += timedelta(days=45)
+    return days
 
 
 def write_scenes(city: DemoCity, folder: Path, days: list[date]) -> list[Any]:
@@ -185,7 +206,8 @@ def register_scenes(db: Any, scenes: list[Any]) -> None:
 def alert_data(*, alert_id: str, status: str, geometry: dict[str, Any], area_m2: float,
                first_detected: date, confirmed: date | None = None,
                retracted: date | None = None, change_date: date | None = None,
-               confidence: float = 0.8, revision: int = 1) -> dict[str, Any]:
+               confidence: float = 0.8, revision: int = 1,
+               site_id: str | None = None) -> dict[str, Any]:
     """An AlertData-shaped dict (ISO dates), as in the items endpoint and the SSE stream."""
     return {
         "alert_id": alert_id, "city_id": CITY_ID, "status": status, "revision": revision,
@@ -196,6 +218,7 @@ def alert_data(*, alert_id: str, status: str, geometry: dict[str, Any], area_m2:
         "confidence": round(confidence, 3), "model_version": MODEL_VERSION,
         "scene_ids": [f"S2B_MSIL2A_{first_detected:%Y%m%d}T101029_R022_T32UPU",
                       f"S1A_IW_GRDH_{first_detected:%Y%m%d}T052321_VV"],
+        "site_id": site_id,
     }
 
 
@@ -221,5 +244,5 @@ def alert_record(data: dict[str, Any]) -> Any:
         first_detected=as_date(data["first_detected"]), confirmed=as_date(data["confirmed"]),
         retracted=as_date(data["retracted"]), change_date=as_date(data["change_date"]),
         confidence=data["confidence"], model_version=data["model_version"],
-        scene_ids=data["scene_ids"],
+        scene_ids=data["scene_ids"], site_id=data.get("site_id"),
         created_at=datetime.now(UTC), updated_at=datetime.now(UTC))

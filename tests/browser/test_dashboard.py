@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 
+from monitor.domain.rendering import iso_to_day
 from monitor.reporting.png import decode_png
 from tests.browser.conftest import EMPTY_CITY_ID, ApiServer
 from tests.browser.demo_data import alert_record, new_site_alert
@@ -174,6 +175,18 @@ def test_alert_details_show_chips_timeline_and_links(api_server: ApiServer, page
     # The observation timeline: the scenes around the alert and its lifecycle dates.
     assert page.locator("#timeline-svg circle.obs").count() >= 3
     assert page.locator("#timeline-svg line.event-confirmed").count() == 1
+    # What each scene said about the site (the state's site log): p(change) dots on the
+    # scenes it logged, hollow where the site was mostly cloudy, and the evidence line.
+    lo = iso_to_day(alert["change_date"]) - 120  # the timeline's window
+    hi = max(iso_to_day(alert[k]) for k in ("first_detected", "confirmed", "change_date")) + 90
+    logged = [e for e in api_server.city.state.site_log[int(alert["site_id"])]
+              if lo <= e[0] <= hi]
+    dots = page.locator("#evidence-svg circle.pchange")
+    assert dots.count() == len(logged) >= 2
+    assert page.locator("#evidence-svg circle.pchange-cloudy").count() == sum(
+        1 for e in logged if e[3] / e[2] < 0.5) >= 1
+    assert page.locator("#evidence-svg polyline.evidence-line").count() == 1
+    assert "p(change) 0.70" in (dots.first.locator("title").text_content() or "")
     # Links: the feature in the OGC API and its GeoJSON.
     href = page.get_attribute("#link-feature", "href")
     feature = httpx.get(href, timeout=10).json()

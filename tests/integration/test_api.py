@@ -319,3 +319,66 @@ def test_an_alert_feature_links_its_evidence(db: Database) -> None:
         assert ("preview", f"{root}/chips/before.png") in links
         assert ("preview", f"{root}/chips/after.png") in links
         assert ("describedby", f"{root}/evidence") in links
+
+
+def test_every_revision_is_kept_with_its_links_and_its_evidence_is_served(db: Database) -> None:
+    """AlertEvents link the OGC feature, the evidence and the chips of their own revision;
+    every revision is kept with the scenes that made it, so an older revision's evidence is
+    still served (issue 18); an unknown revision is a clear 404."""
+    from dataclasses import replace
+
+    rules, base = AlertRules(), "http://api.example:8000"
+    first = rect_region("7", 0, 0, 50, 40, status="first", first=date(2024, 3, 1),
+                        change=date(2024, 2, 20), confidence=0.5)
+    (one,) = apply_change_event(db, make_change("stockholm", "S2A_0301", [first]).data,
+                                rules=rules, alerts_topic=None, links_base=base)
+    grown = rect_region("7", 0, 0, 80, 60, status="provisional", first=date(2024, 3, 1),
+                        change=date(2024, 2, 20), confidence=0.85)
+    (two,) = apply_change_event(
+        db, make_change("stockholm", "S2A_0311", [grown],
+                        acquired=datetime(2024, 3, 11, 10, tzinfo=UTC)).data,
+        rules=rules, alerts_topic=None, links_base=base)
+    alert_id = one.data.alert_id
+    assert two.data.alert_id == alert_id and two.data.revision == 2
+    root = f"{base}/cities/stockholm/alerts/{alert_id}"
+    assert [(link.rel, link.href) for link in two.data.links] == [
+        ("alternate", f"{base}/collections/alerts/items/{alert_id}"),
+        ("evidence", f"{root}/evidence?revision=2"),
+        ("preview", f"{root}/chips/before.png?revision=2"),
+        ("preview", f"{root}/chips/after.png?revision=2")]
+    rev1, rev2 = db.alert_revision(alert_id, 1), db.alert_revision(alert_id, 2)
+    assert rev1 is not None and rev2 is not None and db.alert_revision(alert_id, 3) is None
+    assert (rev1.alert.status, rev1.moved_by) == ("first", ("S2A_0301",))
+    assert (rev2.alert.status, rev2.moved_by) == ("provisional", ("S2A_0311",))
+    latest = db.get_alert(alert_id)
+    assert latest is not None
+    assert rev2.alert == replace(latest, created_at=None, updated_at=None)  # row == revision
+
+    class LoggedState(FakeState):
+        version = 4
+        site_log = {7: [[3712, "s2", 20, 20, 0.81, 3.2, "first"]]}
+
+    class LoggedStore:
+        def load(self, city_id: str) -> FakeState | None:
+            return LoggedState() if city_id == "stockholm" else None
+
+    with serve(create_app(api_settings(), db, LoggedStore())) as url, httpx.Client(
+            base_url=url, timeout=10) as client:
+        path = f"/cities/stockholm/alerts/{alert_id}/evidence"
+        now = client.get(path).json()
+        assert (now["revision"], now["status"], now["moved_by"]) == (2, "provisional",
+                                                                    ["S2A_0311"])
+        old = client.get(path, params={"revision": 1}).json()
+        assert (old["revision"], old["status"], old["moved_by"]) == (1, "first", ["S2A_0301"])
+        missing = client.get(path, params={"revision": 9})
+        assert missing.status_code == 404 and "no recorded revision 9" in missing.text
+        assert client.get(path, params={"revision": 0}).status_code in (400, 422)
+        # the SSE stream's AlertEvents link to this API
+        with client.stream("GET", "/alerts/stream?since=2000-01-01T00:00:00Z") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data: "):
+                    frame = json.loads(line[6:])
+                    assert {link["rel"] for link in frame["data"]["links"]} == {
+                        "alternate", "evidence", "preview"}
+                    assert frame["data"]["links"][1]["href"].startswith(url)
+                    break

@@ -66,6 +66,31 @@ def test_newer_schema_is_refused(db: Database) -> None:
         db.init_schema()
 
 
+def test_a_version_3_database_gains_the_revision_table_and_keeps_its_alerts(db: Database) -> None:
+    from sqlmodel import Session
+
+    from monitor.adapters.database import SchemaVersion
+
+    alert = StoredAlert(id="old", city_id="paris", status="confirmed",
+                        geometry=mapping(box(2.3, 48.8, 2.31, 48.81)), area_m2=900.0,
+                        first_detected=date(2024, 1, 1), confidence=0.8, model_version="m")
+    db.save_alert(alert)
+    with Session(db.engine) as s:  # as a version-3 database was: no alert_revision table
+        s.exec(text("DROP TABLE alert_revision"))  # type: ignore[call-overload]
+        row = s.get(SchemaVersion, 1)
+        assert row is not None
+        row.version = 3
+        s.add(row)
+        s.commit()
+    assert db.init_schema() == SCHEMA_VERSION == 4
+    assert db.get_alert("old") is not None and db.alert_revision("old", 1) is None
+    db.save_alert_changes([replace(alert, revision=2, status="confirmed")], [],
+                          moved_by=["S2B_20240301"])
+    kept = db.alert_revision("old", 2)
+    assert kept is not None and kept.moved_by == ("S2B_20240301",)
+    assert kept.alert.area_m2 == 900.0 and kept.alert.first_detected == date(2024, 1, 1)
+
+
 def test_scene_registry_deduplicates_and_tracks_each_stage(db: Database) -> None:
     assert register(db, "A") is True
     assert register(db, "A") is False  # same (city, collection, item): not new

@@ -211,15 +211,20 @@ class FakeModel:
     model_id: str
     p_for: Callable[[np.ndarray, np.ndarray], np.ndarray]
     calls: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = field(default_factory=list)
+    needed: list[np.ndarray | None] = field(default_factory=list)  # per call
 
     @property
     def info(self) -> FakeModelInfo:
         return FakeModelInfo(self.model_id)
 
     def predict(self, reference: np.ndarray, observation: np.ndarray,
-                valid: np.ndarray | None = None) -> np.ndarray:
+                valid: np.ndarray | None = None, needed: np.ndarray | None = None
+                ) -> np.ndarray:
         self.calls.append((reference, observation, valid))
-        return self.p_for(reference, observation).astype(np.float32)
+        self.needed.append(needed)
+        p = self.p_for(reference, observation).astype(np.float32)
+        # as the port allows: only the needed pixels are computed
+        return p if needed is None else np.where(needed, p, np.float32(np.nan))
 
 
 @dataclass
@@ -229,6 +234,7 @@ class FakeDualModel:
     model_id: str
     p_for: Callable[[np.ndarray, np.ndarray], np.ndarray]
     calls: list[tuple[np.ndarray, ...]] = field(default_factory=list)
+    masks: list[tuple[np.ndarray | None, np.ndarray | None]] = field(default_factory=list)
 
     @property
     def info(self) -> FakeModelInfo:
@@ -236,8 +242,10 @@ class FakeDualModel:
 
     def predict_dual(self, s2_reference: np.ndarray, s2_observation: np.ndarray,
                      s1_reference: np.ndarray, s1_observation: np.ndarray,
-                     valid: np.ndarray | None = None) -> np.ndarray:
+                     valid: np.ndarray | None = None, s1_valid: np.ndarray | None = None
+                     ) -> np.ndarray:
         self.calls.append((s2_reference, s2_observation, s1_reference, s1_observation))
+        self.masks.append((valid, s1_valid))
         return self.p_for(s2_reference, s2_observation).astype(np.float32)
 
 

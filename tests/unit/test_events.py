@@ -132,3 +132,20 @@ def test_a_change_event_that_moves_nothing_is_small() -> None:
         pixels={"first": 1200, "provisional": 300, "confirmed": 40000, "retracted": 9000,
                 "withdrawn": 0}))
     assert len(change.to_json()) < 4096
+
+
+def test_alert_events_with_links_validate_against_the_committed_schema() -> None:
+    from monitor.domain.events import AlertLink
+
+    alert = alert_event(AlertData(
+        alert_id="a1", city_id="c", status="confirmed", revision=2,
+        geometry={"type": "Point", "coordinates": [0, 0]}, area_m2=1.0,
+        first_detected=date(2024, 1, 1), confidence=0.9, model_version="m", scene_ids=["x"],
+        links=[AlertLink(href="http://h/cities/c/alerts/a1/evidence?revision=2",
+                         rel="evidence", type="application/json")]))
+    schema = json.loads((SCHEMA_DIR / "alert-event.v1.json").read_text())
+    jsonschema.validate(json.loads(alert.to_json()), schema)
+    bad = json.loads(alert.to_json())
+    bad["data"]["links"][0].pop("href")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)

@@ -275,6 +275,60 @@ def test_an_s2_scene_after_s1_scenes_is_scored_by_the_fusion_model_and_names_it(
     assert last.pixels["confirmed"] == int(CHANGED.sum())
 
 
+def _fused_run(no_radar: np.ndarray) -> Fixture:
+    """Ten S1 scenes of one orbit that never sees ``no_radar``, then six S2 scenes (each
+    with an S1 scene a day later): the last three are scored with radar context. The S2
+    model sees change everywhere, the dual model in the left half."""
+    from tests.unit.fakes import FakeDualModel
+
+    def raster(scene: SceneData, grid: CityGrid) -> SceneRaster:
+        r = clear_raster(scene, grid)
+        if scene.modality == "s1":
+            return SceneRaster(values=r.values, valid=~no_radar, bands=r.bands)
+        return r
+
+    f = Fixture(raster_for=raster)
+    f.s2.p_for = lambda reference, observation: np.full(GRID.shape, 0.99)
+    f.worker.dual_model = FakeDualModel("fake_dual@2.0.0+0000cccc", change_in_left_half)
+    for n in range(10):
+        event = s1_event(n)
+        f.register(event)
+        f.worker.handle(event)
+    for n in range(10, 16):
+        for event in (s2_event(n), s1_event(n)):
+            f.register(event)
+            assert f.worker.handle(event).status == "processed"
+    return f
+
+
+def test_where_radar_misses_many_pixels_the_s2_model_runs_for_those_pixels_only() -> None:
+    no_radar = np.zeros(GRID.shape, bool)
+    no_radar[:, -1] = True  # the last column (1/8 of the city): outside the swath
+    f = _fused_run(no_radar)
+    assert len(f.worker.dual_model.calls) == 3
+    fused_runs = [needed for needed in f.s2.needed if needed is not None]
+    # the S2 model ran beside each fusion run, asked for the radar-less column only
+    assert len(fused_runs) == 3
+    assert all(np.array_equal(needed, no_radar) for needed in fused_runs)
+    last = [c for c in f.changes() if c.data.modality == "s2"][-1].data
+    # the left half (dual model) and the radar-less column (S2 model) confirm; nothing else
+    assert last.pixels["confirmed"] == int((CHANGED | no_radar).sum())
+
+
+def test_a_few_pixels_without_radar_are_scored_by_the_dual_model_with_neutral_radar() -> None:
+    no_radar = np.zeros(GRID.shape, bool)
+    no_radar[2, 6] = True  # one pixel of 48 (2 %): speckle no-data
+    f = _fused_run(no_radar)
+    dual = f.worker.dual_model
+    assert len(dual.calls) == 3
+    assert [n for n in f.s2.needed if n is not None] == []  # no second network
+    for valid, s1_valid in dual.masks:
+        assert valid is not None and valid.all()  # S2 counts everywhere ...
+        assert s1_valid is not None and np.array_equal(s1_valid, ~no_radar)  # radar not there
+    last = [c for c in f.changes() if c.data.modality == "s2"][-1].data
+    assert last.pixels["confirmed"] == int(CHANGED.sum())  # the dual model decided
+
+
 def test_without_radar_context_the_s2_model_scores_the_scene() -> None:
     from tests.unit.fakes import FakeDualModel
 

@@ -57,3 +57,27 @@ def test_int8_model_is_close_to_the_float_model() -> None:
 def test_missing_model_raises_model_error_with_hint(tmp_path) -> None:
     with pytest.raises(ModelError, match="What to do"):
         OnnxChangeModel.load(tmp_path / "nothing.onnx")
+
+
+@pytest.mark.skipif(
+    not (SHIPPED / "change_dual.card.json").exists(), reason=f"no shipped artifacts in {SHIPPED}"
+)
+def test_the_dual_model_takes_neutral_radar_where_radar_is_not_usable() -> None:
+    dual = OnnxChangeModel.load("change_dual")
+    rng = np.random.default_rng(3)
+    ref = rng.gamma(2.0, 0.05, size=(6, 40, 48)).astype(np.float32)
+    obs = ref * rng.uniform(0.8, 1.2, size=ref.shape).astype(np.float32)
+    s1_ref = rng.uniform(0.3, 0.7, size=(1, 40, 48)).astype(np.float32)
+    s1_cur = s1_ref.copy()
+    s1_cur[:, 10:20, 10:20] += 0.3  # a radar brightening there ...
+    no_radar = np.zeros((40, 48), bool)
+    no_radar[10:20, 10:20] = True   # ... where the radar is not usable
+    masked = dual.predict_dual(ref, obs, s1_ref, s1_cur, s1_valid=~no_radar)
+    from monitor.domain.normalisation import S1_SCALED_MEAN
+
+    neutral_ref, neutral_cur = s1_ref.copy(), s1_cur.copy()
+    neutral_ref[:, no_radar] = neutral_cur[:, no_radar] = S1_SCALED_MEAN
+    neutral = dual.predict_dual(ref, obs, neutral_ref, neutral_cur)
+    np.testing.assert_allclose(masked, neutral, atol=1e-5)
+    assert np.isfinite(masked).all()  # S2 still counts there: scored, not NaN
+    assert not np.allclose(dual.predict_dual(ref, obs, s1_ref, s1_cur), masked, atol=1e-4)

@@ -450,3 +450,38 @@ def test_each_pixel_knows_when_it_was_last_seen_clearly() -> None:
     assert (state.last_clear_day[1:] == date_to_day(D0 + timedelta(days=5))).all()
     since = state.days_since_clear(D0 + timedelta(days=35))
     assert (since[0] == 35).all() and (since[1:] == 30).all()
+
+
+def test_each_site_logs_what_every_observation_said_about_it() -> None:
+    from monitor.domain.site_log import FOLLOW_DAYS, KEEP_DAYS, entries_as_dicts
+
+    state = ready_state()
+    half_cloudy = np.ones((H, W), bool)
+    half_cloudy[:, : W // 2] = False
+    state.apply(s2(2, 0.9))
+    state.apply(s2(3, 0.9, valid=half_cloudy))
+    state.apply(s2(4, 0.9))
+    state.apply(s2(5, 0.9))
+    assert list(state.site_log) == [1]
+    rows = entries_as_dicts(state.site_log[1])
+    assert [r["date"] for r in rows] == [s2(i).acquired.isoformat() for i in (2, 3, 4, 5)]
+    assert [r["site_status"] for r in rows][0] == "first"
+    assert rows[-1]["site_status"] == "confirmed"
+    # the cloudy half was seen once less: the site confirmed on the clear half first (the
+    # footprint of a confirmed site is its confirmed pixels), then on all of it
+    assert [r["footprint_px"] for r in rows] == [H * W, H * W, int(half_cloudy.sum()), H * W]
+    assert [r["clear_px"] for r in rows] == [H * W, int(half_cloudy.sum()),
+                                             int(half_cloudy.sum()), H * W]
+    assert rows[1]["clear_share"] == round(half_cloudy.mean(), 3)
+    assert all(r["p_change"] == 0.9 for r in rows)
+    evidence = [r["evidence"] for r in rows]
+    assert evidence == sorted(evidence) and evidence[0] < evidence[-1]
+    # the log travels with the state
+    again = CityState.from_parts(state.to_metadata(), state.copy().to_arrays())
+    assert again.site_log == state.site_log
+    # a confirmed site is followed for FOLLOW_DAYS, then frozen, then dropped
+    confirmed = day_to_date(int(state.sites[1].confirm_day))
+    state.apply(s2(90, 0.1, day=confirmed + timedelta(days=FOLLOW_DAYS + 1)))
+    assert len(state.site_log[1]) == 4
+    state.apply(s2(91, 0.1, day=confirmed + timedelta(days=KEEP_DAYS + 1)))
+    assert state.site_log == {}

@@ -53,6 +53,28 @@ def test_tiled_equals_untiled_for_a_toy_convolution() -> None:
     np.testing.assert_allclose(tiled, untiled, atol=1e-4)
 
 
+def test_only_the_tiles_under_needed_pixels_run_and_they_match_the_whole_map() -> None:
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(3, 203, 317)).astype(np.float32)
+    b = rng.normal(size=(3, 203, 317)).astype(np.float32)
+    whole = predict_tiled(_box_mean, [a, b], tile=64, overlap=16, margin=8, align=8)
+    needed = np.zeros((203, 317), bool)
+    needed[5, 7] = needed[150:160, 300:317] = True  # one corner pixel, one edge patch
+    runs: list[int] = []
+
+    def counting(tiles: list[np.ndarray]) -> np.ndarray:
+        runs.append(tiles[0].shape[0])
+        return _box_mean(tiles)
+
+    part = predict_tiled(counting, [a, b], tile=64, overlap=16, margin=8, align=8,
+                         needed=needed)
+    np.testing.assert_allclose(part[needed], whole[needed], atol=1e-6)
+    n_tiles = len(plan_tiles(203, 317, 64, 16, 8))
+    assert 2 <= sum(runs) <= 6 < n_tiles  # the tiles under two small areas, not all
+    with pytest.raises(ValueError, match="needed"):
+        predict_tiled(_box_mean, [a, b], tile=64, overlap=16, margin=8, needed=needed[:10])
+
+
 def test_pad_to_multiple() -> None:
     arr = np.arange(2 * 5 * 7, dtype=np.float32).reshape(2, 5, 7)
     padded, ph, pw = pad_to_multiple(arr, 8)

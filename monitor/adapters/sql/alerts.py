@@ -19,8 +19,21 @@ from sqlalchemy import and_, or_
 from sqlmodel import Session, col, func, select
 
 from monitor.adapters.sql.engine import SqlRepository
-from monitor.adapters.sql.tables import AlertRow, DeliveryRow, FoldedChangeRow, _now
-from monitor.domain.records import AlertPage, AlertQuery, Box, Delivery, StoredAlert
+from monitor.adapters.sql.tables import (
+    AlertRevisionRow,
+    AlertRow,
+    DeliveryRow,
+    FoldedChangeRow,
+    _now,
+)
+from monitor.domain.records import (
+    AlertPage,
+    AlertQuery,
+    AlertRevision,
+    Box,
+    Delivery,
+    StoredAlert,
+)
 from monitor.domain.vocabulary import as_utc
 
 
@@ -45,6 +58,28 @@ def _row(alert: StoredAlert, stamp: datetime) -> AlertRow:
         confidence=alert.confidence, model_version=alert.model_version,
         scene_ids_json=json.dumps(list(alert.scene_ids)), site_id=alert.site_id,
         created_at=alert.created_at or stamp, updated_at=stamp)
+
+
+_DATES = ("first_detected", "confirmed", "retracted", "change_date")
+
+
+def _alert_json(alert: StoredAlert) -> str:
+    body = {k: getattr(alert, k) for k in (
+        "id", "city_id", "status", "revision", "geometry", "area_m2", "confidence",
+        "model_version", "site_id")}
+    body.update({k: (d.isoformat() if (d := getattr(alert, k)) else None) for k in _DATES})
+    body["scene_ids"] = list(alert.scene_ids)
+    return json.dumps(body)
+
+
+def _revision(row: AlertRevisionRow) -> AlertRevision:
+    body = json.loads(row.alert_json)
+    for k in _DATES:
+        body[k] = date.fromisoformat(body[k]) if body.get(k) else None
+    body["scene_ids"] = tuple(body.get("scene_ids", ()))
+    return AlertRevision(alert=StoredAlert(**body, created_at=None, updated_at=None),
+                         moved_by=tuple(json.loads(row.moved_by_json or "[]")),
+                         recorded_at=as_utc(row.recorded_at))
 
 
 def delivery_row(delivery: Delivery) -> DeliveryRow:
@@ -186,19 +221,34 @@ class SqlAlertRepository(SqlRepository):
         """Whether the ChangeEvent ``event_id`` was already folded into the alerts."""
         return self._run(lambda s: s.get(FoldedChangeRow, event_id) is not None)
 
+    def alert_revision(self, alert_id: str, revision: int) -> AlertRevision | None:
+        """One revision of an alert as it was made (None: unknown, or made before
+        revisions were kept)."""
+        def op(s: Session) -> AlertRevision | None:
+            row = s.get(AlertRevisionRow, (alert_id, revision))
+            return _revision(row) if row is not None else None
+        return self._run(op)
+
     def save_alert_changes(self, alerts: Sequence[StoredAlert], deliveries: Sequence[Delivery],
-                           folded: tuple[str, str] | None = None) -> int:
+                           folded: tuple[str, str] | None = None,
+                           moved_by: Sequence[str] = ()) -> int:
         """Write alert revisions and their outbox rows in ONE transaction (the outbox
         pattern: an alert revision is never saved without its notifications, nor the
         reverse). Rows already queued (same subscription and event) are skipped; returns
         the number of rows queued. ``folded`` = (ChangeEvent id, city id) is recorded in
-        the same transaction (see :meth:`change_folded`)."""
+        the same transaction (see :meth:`change_folded`). Each revision is also kept in
+        ``alert_revision`` with ``moved_by``, the scene ids of the ChangeEvent that made
+        it."""
         def op(s: Session) -> int:
             stamp = _now()
             if folded is not None and s.get(FoldedChangeRow, folded[0]) is None:
                 s.add(FoldedChangeRow(event_id=folded[0], city_id=folded[1]))
             for alert in alerts:
                 s.merge(_row(alert, stamp))
+                s.merge(AlertRevisionRow(alert_id=alert.id, revision=alert.revision,
+                                         city_id=alert.city_id, alert_json=_alert_json(alert),
+                                         moved_by_json=json.dumps(list(moved_by)),
+                                         recorded_at=stamp))
             queued = 0
             for delivery in deliveries:
                 exists = s.exec(select(DeliveryRow.id).where(

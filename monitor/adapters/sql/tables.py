@@ -17,7 +17,7 @@ from sqlalchemy import Column, Index, UniqueConstraint
 from sqlalchemy import Text as SAText
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _now() -> datetime:
@@ -114,6 +114,20 @@ class AlertRow(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=_now, index=True)
 
 
+class AlertRevisionRow(SQLModel, table=True):
+    """Every revision of every alert as it was made (the alert row keeps only the latest):
+    what the evidence chips of an older revision are drawn from, and which scenes moved
+    the alert to it."""
+
+    __tablename__ = "alert_revision"
+    alert_id: str = Field(primary_key=True, max_length=64)
+    revision: int = Field(primary_key=True)
+    city_id: str = Field(max_length=64)
+    alert_json: str = Field(sa_column=Column(SAText, nullable=False))
+    moved_by_json: str = Field(default="[]", sa_column=Column(SAText, nullable=False))
+    recorded_at: datetime = Field(default_factory=_now)
+
+
 class FoldedChangeRow(SQLModel, table=True):
     """ChangeEvents already folded into the alerts: a redelivered one is not folded again
     (its regions are an older snapshot of the state; folding them over newer alerts would
@@ -166,4 +180,9 @@ MIGRATIONS: dict[int, list[str]] = {
         "city_id VARCHAR(64) NOT NULL, folded_at TIMESTAMP NOT NULL)"],
     # alerts are the state's sites (ChangeEvent v2): the site each alert is
     3: ["ALTER TABLE alert ADD COLUMN site_id VARCHAR(32)"],
+    # every revision kept (evidence chips per revision); older revisions are not known
+    4: ["CREATE TABLE IF NOT EXISTS alert_revision (alert_id VARCHAR(64) NOT NULL, "
+        "revision INTEGER NOT NULL, city_id VARCHAR(64) NOT NULL, alert_json TEXT NOT NULL, "
+        "moved_by_json TEXT NOT NULL, recorded_at TIMESTAMP NOT NULL, "
+        "PRIMARY KEY (alert_id, revision))"],
 }
