@@ -190,6 +190,7 @@ def test_stac_api_search_and_odc_stac_round_trip(
 
 
 def test_model_cards_are_stac_mlm_items(api: str) -> None:
+    from pystac.extensions.mlm import MLMExtension
     from pystac_client import Client
     from stac_model.schema import MLModelProperties
 
@@ -201,6 +202,16 @@ def test_model_cards_are_stac_mlm_items(api: str) -> None:
         validate(item)
         mlm = MLModelProperties.model_validate(item.properties)  # stac-model (MLM) validation
         card = cards[mlm.name]
+        # pystac-ext-mlm reads the same fields with its typed accessors (required ones raise)
+        ext = MLMExtension.ext(item)
+        assert MLMExtension.has_extension(item)
+        assert ext.architecture == card["architecture"] and ext.framework == "ONNX"
+        assert ext.tasks == ["segmentation"]
+        assert [i.name for i in ext.input] == [i["name"] for i in card["inputs"]]
+        assert [i.bands for i in ext.input] == [i["bands"] for i in card["inputs"]]
+        assert all(i.input.dim_order == ["batch", "bands", "height", "width"]
+                   and i.input.data_type == "float32" for i in ext.input)
+        assert [o.name for o in ext.output] == ["p_change"]
         assert item.properties["license"] == "CC-BY-NC-SA-4.0"
         assert [i.name for i in mlm.input] == [i["name"] for i in card["inputs"]]
         for key in set(card) - {"name", "architecture", "inputs", "output", "onnx",
