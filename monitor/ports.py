@@ -339,6 +339,10 @@ class DeliveryOutbox(Protocol):
                         next_attempt_at: datetime | None = None,
                         status_code: int | None = None, error: str | None = None) -> None: ...
 
+    def mark_delivered(self, delivery_ids: Sequence[int], *, attempted_at: datetime) -> int:
+        """Mark many rows delivered at once (bus rows after the bus flushed them)."""
+        ...
+
     def deliveries(self, *, subscription_id: str | None = None, alert_id: str | None = None,
                    statuses: Sequence[str] | None = None, limit: int | None = 100,
                    offset: int = 0) -> list[Delivery]: ...

@@ -92,6 +92,7 @@ def publish_pending(db: DeliveryOutbox, bus: Bus, *, now: datetime | None = None
         rows = db.due_deliveries(now, limit=limit, channel_prefix=BUS_CHANNEL_PREFIX)
         if not rows:
             return sent
+        ids = []
         for row in rows:
             assert row.id is not None
             if row.id not in unmarked:
@@ -99,10 +100,11 @@ def publish_pending(db: DeliveryOutbox, bus: Bus, *, now: datetime | None = None
                 # key = city id (the event's subject)
                 bus.publish(topic, row.city_id, row.payload.encode("utf-8"))  # BusError propagates
                 unmarked.add(row.id)
-            db.finish_delivery(row.id, status="delivered", attempted_at=now)
-            unmarked.discard(row.id)
-            sent += 1
-        bus.flush()
+            ids.append(row.id)
+        bus.flush()  # the bus has them all before any is marked delivered
+        db.mark_delivered(ids, attempted_at=now)  # one statement for the round
+        unmarked.difference_update(ids)
+        sent += len(ids)
         if len(rows) < limit:
             return sent
 

@@ -18,7 +18,7 @@ from shapely.geometry import box, shape
 from sqlalchemy import and_, or_
 from sqlmodel import Session, col, func, select
 
-from monitor.adapters.sql.engine import SqlRepository
+from monitor.adapters.sql.engine import SqlRepository, insert_rows
 from monitor.adapters.sql.tables import (
     AlertRevisionRow,
     AlertRow,
@@ -58,6 +58,27 @@ def _row(alert: StoredAlert, stamp: datetime) -> AlertRow:
         confidence=alert.confidence, model_version=alert.model_version,
         scene_ids_json=json.dumps(list(alert.scene_ids)), site_id=alert.site_id,
         created_at=alert.created_at or stamp, updated_at=stamp)
+
+
+def _row_values(alert: StoredAlert, stamp: datetime) -> dict[str, Any]:
+    """:func:`_row` as column values (a bulk upsert takes plain values)."""
+    minx, miny, maxx, maxy = shape(alert.geometry).bounds
+    return {"id": alert.id, "city_id": alert.city_id, "status": alert.status,
+            "revision": alert.revision, "geometry_json": json.dumps(alert.geometry),
+            "minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy, "area_m2": alert.area_m2,
+            "first_detected": alert.first_detected, "confirmed": alert.confirmed,
+            "retracted": alert.retracted, "change_date": alert.change_date,
+            "confidence": alert.confidence, "model_version": alert.model_version,
+            "scene_ids_json": json.dumps(list(alert.scene_ids)), "site_id": alert.site_id,
+            "created_at": alert.created_at or stamp, "updated_at": stamp}
+
+
+def _delivery_values(delivery: Delivery, stamp: datetime) -> dict[str, Any]:
+    """A new outbox row's column values (the defaults of ``DeliveryRow``)."""
+    return {"subscription_id": delivery.subscription_id, "event_id": delivery.event_id,
+            "alert_id": delivery.alert_id, "payload": delivery.payload, "status": "pending",
+            "attempts": 0, "next_attempt_at": stamp, "last_error": None,
+            "last_status_code": None, "created_at": stamp, "delivered_at": None}
 
 
 _DATES = ("first_detected", "confirmed", "retracted", "change_date")
@@ -243,19 +264,17 @@ class SqlAlertRepository(SqlRepository):
             stamp = _now()
             if folded is not None and s.get(FoldedChangeRow, folded[0]) is None:
                 s.add(FoldedChangeRow(event_id=folded[0], city_id=folded[1]))
-            for alert in alerts:
-                s.merge(_row(alert, stamp))
-                s.merge(AlertRevisionRow(alert_id=alert.id, revision=alert.revision,
-                                         city_id=alert.city_id, alert_json=_alert_json(alert),
-                                         moved_by_json=json.dumps(list(moved_by)),
-                                         recorded_at=stamp))
-            queued = 0
-            for delivery in deliveries:
-                exists = s.exec(select(DeliveryRow.id).where(
-                    DeliveryRow.subscription_id == delivery.subscription_id,
-                    DeliveryRow.event_id == delivery.event_id)).first()
-                if exists is None:
-                    s.add(delivery_row(delivery))
-                    queued += 1
+            # set-based writes (a few statements per event, not two round trips per row):
+            # the alerts upserted (created_at kept), revisions and outbox rows inserted
+            # unless already there
+            insert_rows(s, AlertRow, [_row_values(a, stamp) for a in alerts], keys=("id",),
+                        update=True, keep=("created_at",))
+            moved = json.dumps(list(moved_by))
+            insert_rows(s, AlertRevisionRow, [
+                {"alert_id": a.id, "revision": a.revision, "city_id": a.city_id,
+                 "alert_json": _alert_json(a), "moved_by_json": moved, "recorded_at": stamp}
+                for a in alerts], keys=("alert_id", "revision"))
+            queued = insert_rows(s, DeliveryRow, [_delivery_values(d, stamp) for d in deliveries],
+                                 keys=("subscription_id", "event_id"), count=True)
             return queued
         return self._run(op)

@@ -7,7 +7,7 @@ the redacted URL. SQL is only ever built by SQLAlchemy with bound parameters.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -175,3 +175,34 @@ class SqlRepository:
 
     def _run(self, fn: Callable[[Session], T]) -> T:
         return self.sql.run(fn)
+
+
+def insert_rows(session: Any, table: Any, values: Sequence[dict[str, Any]], *,
+                keys: Sequence[str], update: bool = False, keep: Sequence[str] = (),
+                count: bool = False) -> int:
+    """Insert rows (column -> value dicts, every row the same columns) of ``table`` in one
+    executemany (batched into multi-row statements by SQLAlchemy, the statement compiled
+    once); a row whose ``keys`` exist is skipped (``update=False``) or updated in place
+    except the ``keep`` columns (``update=True``): ``INSERT ... ON CONFLICT`` in
+    PostgreSQL and SQLite alike. With ``count``, returns how many rows were inserted (an
+    ``id`` RETURNING), else the number of rows given."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    if not values:
+        return 0
+    dialect = session.get_bind().dialect.name
+    inserts: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+    if dialect not in inserts:  # pragma: no cover - the two supported databases
+        raise DatabaseError(f"no atomic upsert for {dialect}", "use PostgreSQL or SQLite")
+    statement = inserts[dialect](table.__table__)
+    if update:
+        changed = {c: statement.excluded[c] for c in values[0] if c not in keys and c not in keep}
+        statement = statement.on_conflict_do_update(index_elements=list(keys), set_=changed)
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=list(keys))
+    if count:
+        result = session.connection().execute(statement.returning(table.__table__.c.id),
+                                               list(values))
+        return len(result.all())
+    session.connection().execute(statement, list(values))
+    return len(values)

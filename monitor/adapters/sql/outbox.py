@@ -151,6 +151,23 @@ class SqlOutbox(SqlRepository):
             s.add(row)
         self._run(op)
 
+    def mark_delivered(self, delivery_ids: Sequence[int], *, attempted_at: datetime) -> int:
+        """Mark many rows delivered in one statement (the bus rows a publish round handed
+        to the bus and saw flushed); returns how many were marked."""
+        ids = list(dict.fromkeys(delivery_ids))
+
+        def op(s: Session) -> int:
+            marked = 0
+            for start in range(0, len(ids), 500):
+                result = s.exec(update(DeliveryRow).where(
+                    col(DeliveryRow.id).in_(ids[start:start + 500])).values(
+                    status="delivered", attempts=DeliveryRow.attempts + 1,
+                    last_status_code=None, last_error=None,
+                    delivered_at=as_utc(attempted_at)))
+                marked += int(result.rowcount or 0)
+            return marked
+        return self._run(op) if ids else 0
+
     def deliveries(self, *, subscription_id: str | None = None, alert_id: str | None = None,
                    statuses: Sequence[str] | None = None, limit: int | None = 100,
                    offset: int = 0) -> list[Delivery]:
