@@ -92,15 +92,20 @@ def publish_pending(db: DeliveryOutbox, bus: Bus, *, now: datetime | None = None
         rows = db.due_deliveries(now, limit=limit, channel_prefix=BUS_CHANNEL_PREFIX)
         if not rows:
             return sent
-        ids = []
+        ids: list[int] = []
+        batches: dict[str, list[tuple[int, str, bytes]]] = {}
         for row in rows:
             assert row.id is not None
+            ids.append(row.id)
             if row.id not in unmarked:
                 topic = row.subscription_id.removeprefix(BUS_CHANNEL_PREFIX)
-                # key = city id (the event's subject)
-                bus.publish(topic, row.city_id, row.payload.encode("utf-8"))  # BusError propagates
-                unmarked.add(row.id)
-            ids.append(row.id)
+                # key = city id (the event's subject); rows stay in outbox order per topic
+                batches.setdefault(topic, []).append(
+                    (row.id, row.city_id, row.payload.encode("utf-8")))
+        for topic, batch in batches.items():
+            # one acknowledgement wait for the batch, not one per record; BusError propagates
+            bus.publish_many(topic, [(key, value) for _, key, value in batch])
+            unmarked.update(row_id for row_id, _, _ in batch)
         bus.flush()  # the bus has them all before any is marked delivered
         db.mark_delivered(ids, attempted_at=now)  # one statement for the round
         unmarked.difference_update(ids)
