@@ -373,6 +373,9 @@ ALLOWED = {
     ("tools/reliability/infrastructure.py", "f'CREATE DATABASE {name}'"),
     # fault suite: the name is the last segment of a URL that fresh_database made
     ("tools/reliability/infrastructure.py", "f'DROP DATABASE IF EXISTS {name} WITH (FORCE)'"),
+    # alerting profile: the name is "profile_" + 8 hex digits of a uuid4, made right before
+    ("tools/reliability/profile_alerting.py", """f'CREATE DATABASE "{name}"'"""),
+    ("tools/reliability/profile_alerting.py", """f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'"""),
 }
 
 
