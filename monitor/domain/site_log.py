@@ -51,11 +51,14 @@ def _settled_day(site: SiteSummary) -> int:
 
 def log_observation(log: SiteLog, sites: Mapping[int, SiteSummary], *, site: np.ndarray,
                     status: np.ndarray, evidence: np.ndarray, valid: np.ndarray,
-                    p_change: np.ndarray | None, day: int, stream: str) -> None:
+                    values: np.ndarray, p_change: np.ndarray | None, day: int, stream: str,
+                    evidence_scale: float = 1.0) -> None:
     """Append this observation to the log of every site it concerns, and drop old logs.
 
-    ``site``, ``status``, ``evidence`` and ``valid`` are (H, W) arrays after the update;
-    ``p_change`` (H, W) or None."""
+    ``site``, ``status``, ``evidence`` (stored units: divided by ``evidence_scale``) and
+    ``valid`` are (H, W) arrays after the update, ``values`` the observation's (C, H, W)
+    bands (a pixel is seen where valid and every band finite); ``p_change`` (H, W) or None.
+    Everything is read in each site's window only (the update's hot path stays O(sites))."""
     for site_id in [k for k in log if k not in sites]:
         del log[site_id]
     for site_id, summary in sites.items():
@@ -84,15 +87,17 @@ def log_observation(log: SiteLog, sites: Mapping[int, SiteSummary], *, site: np.
         n_footprint = int(footprint.sum())
         if n_footprint == 0:
             continue
-        seen = footprint & valid[window]
+        seen = footprint & valid[window] & np.all(np.isfinite(values[(slice(None), *window)]),
+                                                  axis=0)
         p_mean: float | None = None
         if p_change is not None and seen.any():
-            values = p_change[window][seen]
-            values = values[np.isfinite(values)]
-            if values.size:
-                p_mean = round(float(values.mean()), 3)
+            p_seen = p_change[window][seen]
+            p_seen = p_seen[np.isfinite(p_seen)]
+            if p_seen.size:
+                p_mean = round(float(p_seen.mean()), 3)
+        mean_evidence = float(evidence[window][footprint].mean()) / evidence_scale
         entry = [int(day), stream, n_footprint, int(seen.sum()), p_mean,
-                 round(float(evidence[window][footprint].mean()), 2), summary.status]
+                 round(mean_evidence, 2), summary.status]
         entries = log.setdefault(site_id, [])
         if entries and entries[-1][0] == day and entries[-1][1] == stream:
             entries[-1] = entry  # the same acquisition again (a second tile of one pass)

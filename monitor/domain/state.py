@@ -553,10 +553,8 @@ class CityState:
         reported = self._update_sites(status_before, day)
         if self.sites:
             log_observation(self.site_log, self.sites, site=a["site"], status=a["status"],
-                            evidence=self.evidence,
-                            valid=np.asarray(obs.valid, dtype=bool) & np.all(
-                                np.isfinite(obs.values[:1] if obs.modality == "s1"
-                                            else obs.values), axis=0),
+                            evidence=a["evidence"], evidence_scale=float(EVIDENCE_SCALE),
+                            valid=np.asarray(obs.valid, dtype=bool), values=values,
                             p_change=obs.p_change if has_p else None, day=day, stream=stream)
         self.version += 1
         self.last_scene_id = obs.scene_id

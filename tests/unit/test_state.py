@@ -485,3 +485,39 @@ def test_each_site_logs_what_every_observation_said_about_it() -> None:
     assert len(state.site_log[1]) == 4
     state.apply(s2(91, 0.1, day=confirmed + timedelta(days=KEEP_DAYS + 1)))
     assert state.site_log == {}
+
+
+def test_the_site_log_reads_every_site_of_either_stream_in_its_own_window() -> None:
+    from monitor.domain.site_log import entries_as_dicts
+
+    h, w = 4, 12
+    grid = CityGrid(epsg=32631, origin_x=500000.0, origin_y=700000.0, width=w, height=h)
+
+    def obs(sid: str, modality: str, day: int, p: np.ndarray | float | None,
+            values: np.ndarray | None = None) -> Observation:
+        bands = 6 if modality == "s2" else 1
+        v = np.full((bands, h, w), 0.2 if bands == 6 else 0.5, np.float32) if values is None \
+            else values
+        pc = None if p is None else np.broadcast_to(np.float32(p), (h, w)).astype(np.float32)
+        return Observation(sid, modality, "a" if modality == "s1" else None,
+                           D0 + timedelta(days=day), v, np.ones((h, w), bool), pc)
+
+    state = CityState.create(grid, PARAMS)
+    for d in (0, 5):
+        state.apply(obs(f"s2-{d}", "s2", d, None))
+        state.apply(obs(f"s1-{d}", "s1", d + 1, None))
+    p = np.full((h, w), 0.1, np.float32)
+    p[:, 0] = p[:, w - 1] = 0.9  # two columns 11 px apart: two sites
+    state.apply(obs("s2-10", "s2", 10, p))
+    assert sorted(state.site_log) == [1, 2]
+    state.apply(obs("s1-12", "s1", 12, 0.9))  # radar scores both sites
+    nan_left = np.full((6, h, w), 0.2, np.float32)
+    nan_left[2, :, 0] = np.nan  # one band missing on the left site: not seen there
+    state.apply(obs("s2-15", "s2", 15, p, nan_left))
+    left, right = (entries_as_dicts(state.site_log[k]) for k in (1, 2))
+    assert [r["stream"] for r in left] == ["s2", "s1:a", "s2"]
+    assert [r["stream"] for r in right] == ["s2", "s1:a", "s2"]
+    assert left[-1]["clear_px"] == 0 and left[-1]["p_change"] is None
+    assert right[-1]["clear_px"] == h and right[-1]["p_change"] == 0.9
+    assert left[1]["clear_px"] == h and left[1]["p_change"] == 0.9
+    assert 0 < left[0]["evidence"] < right[-1]["evidence"] <= PARAMS.evidence_cap

@@ -177,6 +177,18 @@ class SqlRepository:
         return self.sql.run(fn)
 
 
+def dialect_insert(session: Any) -> Any:
+    """The session's dialect ``insert`` construct (it has ``ON CONFLICT``): PostgreSQL or
+    SQLite, the two supported databases."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = session.get_bind().dialect.name
+    inserts: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+    if dialect not in inserts:  # pragma: no cover - the two supported databases
+        raise DatabaseError(f"no atomic upsert for {dialect}", "use PostgreSQL or SQLite")
+    return inserts[dialect]
+
+
 def insert_rows(session: Any, table: Any, values: Sequence[dict[str, Any]], *,
                 keys: Sequence[str], update: bool = False, keep: Sequence[str] = (),
                 count: bool = False) -> int:
@@ -186,15 +198,9 @@ def insert_rows(session: Any, table: Any, values: Sequence[dict[str, Any]], *,
     except the ``keep`` columns (``update=True``): ``INSERT ... ON CONFLICT`` in
     PostgreSQL and SQLite alike. With ``count``, returns how many rows were inserted (an
     ``id`` RETURNING), else the number of rows given."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
     if not values:
         return 0
-    dialect = session.get_bind().dialect.name
-    inserts: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
-    if dialect not in inserts:  # pragma: no cover - the two supported databases
-        raise DatabaseError(f"no atomic upsert for {dialect}", "use PostgreSQL or SQLite")
-    statement = inserts[dialect](table.__table__)
+    statement = dialect_insert(session)(table.__table__)
     if update:
         changed = {c: statement.excluded[c] for c in values[0] if c not in keys and c not in keep}
         statement = statement.on_conflict_do_update(index_elements=list(keys), set_=changed)

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, func, select
 
-from monitor.adapters.sql.engine import SqlRepository
+from monitor.adapters.sql.engine import SqlRepository, dialect_insert
 from monitor.adapters.sql.tables import CityRow, SceneRow, SkippedItemRow, WatermarkRow, _now
 from monitor.domain.records import (
     SCENE_STATUSES,
@@ -63,13 +63,7 @@ def _city(row: CityRow) -> RegisteredCity:
 def upsert(session: Session, table: Any, values: dict[str, Any], keys: Sequence[str]) -> Any:
     """``INSERT ... ON CONFLICT (keys) DO UPDATE SET`` the other columns, in the session's
     dialect (PostgreSQL or SQLite, both have it)."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    dialect = session.get_bind().dialect.name
-    inserts: dict[str, Any] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
-    if dialect not in inserts:  # pragma: no cover - the two supported databases
-        raise DatabaseError(f"no atomic upsert for {dialect}", "use PostgreSQL or SQLite")
-    statement = inserts[dialect](table).values(**values)
+    statement = dialect_insert(session)(table).values(**values)
     updates = {k: statement.excluded[k] for k in values if k not in keys}
     return statement.on_conflict_do_update(index_elements=list(keys), set_=updates)
 
