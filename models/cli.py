@@ -99,8 +99,13 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
                 epochs={a: int(n) for a, n in (e.split("=") for e in _cities(args.epochs))},
                 recipe=args.recipe, bands=args.bands,
             )  # fmt: skip
-        if args.train_only:
-            return 0
+    if args.calibration_from:
+        from models.folds import recalibrate_fold  # torch
+
+        for k in folds:
+            recalibrate_fold(k, Path(args.folds_dir), Path(args.calibration_from))
+    if (args.train and args.train_only) or (args.calibration_from and not args.train):
+        return 0
     from models.evaluation import crossval_report
 
     print(
@@ -308,6 +313,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--train-only", action="store_true", help="with --train: stop after training (no report)"
     )
+    c.add_argument(
+        "--calibration-from", default=None,
+        help="re-export the fold models with the Platt maps of the cards in this folder (e.g. "
+        "models/artifacts: the scale the state's LLR mapping is fitted for), after any "
+        "training; without --train it stops there",
+    )  # fmt: skip
     c.add_argument("--seed", type=int, default=0, help="random seed")
     c.add_argument(
         "--recipe", choices=["v1", "v2"], default="v2",

@@ -118,6 +118,28 @@ def train_fold(
     return paths
 
 
+def recalibrate_fold(fold: int, folds_dir: Path, cards_dir: Path) -> list[Path]:
+    """Re-export the fold's networks with the Platt map of the shipped card of the same
+    architecture in ``cards_dir`` (``change_<arch>.card.json``), so that the fold models'
+    p(change) is on the scale the state's LLR mapping is fitted for (what the stream
+    benchmark and ``monitor.streams.calibrate`` run). A network without a card keeps its
+    uncalibrated export."""
+    from models.export import export_checkpoint  # torch
+
+    base = folds_dir / (f"fold{fold}" if fold >= 0 else "all")
+    out = []
+    for arch in ("s2", "s1", "dual"):
+        checkpoint = base / arch / "model.pt"
+        card = cards_dir / f"change_{arch}.card.json"
+        if not checkpoint.is_file() or not card.is_file():
+            continue
+        cal = json.loads(card.read_text())["graph"]["calibration"]
+        out.append(export_checkpoint(checkpoint, base, calibration=(cal["a"], cal["b"])))
+        log.info("%s re-exported with %s's Platt map (a %.3f, b %.3f)", out[-1], card.name,
+                 cal["a"], cal["b"])
+    return out
+
+
 ROW_OF_ARCH = {"s2": "S2 Siamese U-Net", "s1": "S1 Siamese U-Net", "dual": "S1+S2 dual-stream"}
 
 

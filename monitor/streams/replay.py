@@ -6,8 +6,9 @@ same discovery filter (scene cloud cover) and the same minimum clear fraction. I
 calibrate the state's parameters cheaply on streams of training cities:
 
 * scenes read once onto the grid are cached on disk (``<cache>/scenes/*.npz``);
-* with ``record=True`` each scene's p(change) is kept (float16) so that later replays with
-  other *lifecycle* parameters reuse it (``p_cache``) instead of running the model — an
+* with ``record=True`` each scene's p(change) is kept (float16; S1 scenes' too when radar
+  carries no weight and the worker would not run the S1 model) so that later replays with
+  other *lifecycle* parameters and modality weights reuse it (``p_cache``) instead of running the model — an
   approximation (the references, hence p, depend a little on the parameters) that makes a
   parameter search affordable; the full pipeline benchmark is the final judge.
 """
@@ -50,13 +51,16 @@ def stream_scenes(archive: StreamArchive, cache_dir: Path | None = None, *,
                   max_cloud_cover: float = 80.0, min_valid_fraction: float = 0.005,
                   ) -> Iterator[Scene]:
     """The stream's usable scenes on its grid, in acquisition order (as the worker reads
-    them), cached under ``cache_dir`` when given."""
+    them), cached under ``cache_dir/scenes/<build>`` when given (values as float16, also on
+    the pass that fills the cache)."""
     from monitor.adapters.raster import RasterioSceneReader
     from monitor.domain.normalisation import s1_from_linear
     from monitor.domain.scenes import scene_from_item
 
     reader = RasterioSceneReader()
-    folder = cache_dir / "scenes" if cache_dir is not None else None
+    # one folder per build of the stream: item ids repeat across seeds and parameters
+    build = str(archive.manifest.get("param_hash", "unversioned"))[:16]
+    folder = cache_dir / "scenes" / build if cache_dir is not None else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     for item in archive.items():
@@ -82,6 +86,8 @@ def stream_scenes(archive: StreamArchive, cache_dir: Path | None = None, *,
                 values = s1_from_linear(raster.values[:1])
                 orbit = f"{scene.orbit_state or 'unknown'}-{scene.relative_orbit or 0}"
             valid = raster.valid
+            # what the cache keeps, so a cold pass and every later one see the same values
+            values = values.astype(np.float16).astype(np.float32)
             meta = {"id": scene.item_id, "modality": scene.modality, "orbit": orbit,
                     "acquired": scene.acquired.date().isoformat()}
             if path is not None:  # written whole, then moved: concurrent readers are safe
@@ -107,12 +113,14 @@ def load_predictors(s2: str, s1: str | None, dual: str | None = None) -> dict[st
     return out
 
 
-def replay_stream(archive: StreamArchive, params: StateParams, models: dict[str, Any], *,
-                  cache_dir: Path | None = None, p_cache: dict[str, np.ndarray] | None = None,
-                  record: bool = False) -> tuple[CityState, dict[str, np.ndarray]]:
-    """Fold every scene into a fresh state; returns it and (with ``record``) each scene's p."""
+def _fold_stream(archive: StreamArchive, params: StateParams, models: dict[str, Any],
+                 cache_dir: Path | None, p_cache: dict[str, np.ndarray] | None, record: bool,
+                 ) -> tuple[CityState, dict[str, np.ndarray], dict[int, set[str]]]:
+    """Fold every scene into a fresh state: the state, the recorded p per scene (with
+    ``record``) and every status each site was reported with."""
     state = CityState.create(archive.grid, params)
     recorded: dict[str, np.ndarray] = {}
+    reported_ever: dict[int, set[str]] = {}
     for scene in stream_scenes(archive, cache_dir):
         obs = Observation(scene.scene_id, scene.modality, scene.orbit,  # type: ignore[arg-type]
                           scene.acquired, scene.values, scene.valid)
@@ -125,7 +133,24 @@ def replay_stream(archive: StreamArchive, params: StateParams, models: dict[str,
                                   dual_model=models.get("dual"))
         if record and p is not None:
             recorded[scene.scene_id] = p.astype(np.float16)
-        state.apply(replace(obs, p_change=p))
+        elif (record and p is None and obs.modality == "s1" and models.get("s1") is not None
+              and p_cache is None):
+            # radar carries no weight in these parameters, so the worker runs no S1 model;
+            # its p is still recorded (not folded in) so that a search can try S1 weights
+            inputs = state.model_inputs(obs)
+            if inputs is not None:
+                recorded[scene.scene_id] = models["s1"].predict(*inputs).astype(np.float16)
+        result = state.apply(replace(obs, p_change=p))
+        for site in result.sites:
+            reported_ever.setdefault(site.site_id, set()).add(site.status)
+    return state, recorded, reported_ever
+
+
+def replay_stream(archive: StreamArchive, params: StateParams, models: dict[str, Any], *,
+                  cache_dir: Path | None = None, p_cache: dict[str, np.ndarray] | None = None,
+                  record: bool = False) -> tuple[CityState, dict[str, np.ndarray]]:
+    """Fold every scene into a fresh state; returns it and (with ``record``) each scene's p."""
+    state, recorded, _ = _fold_stream(archive, params, models, cache_dir, p_cache, record)
     return state, recorded
 
 
@@ -162,29 +187,13 @@ def replay_and_score(archive: StreamArchive, params: StateParams, models: dict[s
                      record: bool = False) -> tuple[Any, CityState, dict[str, np.ndarray]]:
     """Replay, then score the sites as alerts (the pipeline's alerts are the state's
     reported sites, one to one)."""
+    from datetime import timedelta
+
     from monitor.domain.alert_scoring import score_alerts
     from monitor.streams.simulate import to_epoch_days
 
-    state = CityState.create(archive.grid, params)
-    recorded: dict[str, np.ndarray] = {}
-    reported_ever: dict[int, set[str]] = {}
-    for scene in stream_scenes(archive, cache_dir):
-        obs = Observation(scene.scene_id, scene.modality, scene.orbit,  # type: ignore[arg-type]
-                          scene.acquired, scene.values, scene.valid)
-        p = None
-        if p_cache is not None:
-            cached = p_cache.get(scene.scene_id)
-            p = None if cached is None else cached.astype(np.float32)
-        else:
-            p, _ = predict_change(state, obs, s2_model=models["s2"], s1_model=models.get("s1"),
-                                  dual_model=models.get("dual"))
-        if record and p is not None:
-            recorded[scene.scene_id] = p.astype(np.float16)
-        result = state.apply(replace(obs, p_change=p))
-        for s in result.sites:
-            reported_ever.setdefault(s.site_id, set()).add(s.status)
-    from datetime import timedelta
-
+    state, recorded, reported_ever = _fold_stream(archive, params, models, cache_dir, p_cache,
+                                                  record)
     baseline_end = to_epoch_days(archive.start + timedelta(days=params.baseline_days))
     score = score_alerts(archive.change_truth(), site_alerts(state, reported_ever),
                          scored=archive.inside(), pixel_area_m2=archive.grid.pixel_size ** 2,
