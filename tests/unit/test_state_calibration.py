@@ -65,3 +65,18 @@ def test_s1_baseline_is_one_sided() -> None:
     cur[0, 1, 1] -= 5 / 30  # -5 dB: not construction
     p = s1_change_probability(ref, cur)
     assert p[0, 0] > 0.95 and p[1, 1] < 0.05 and p[2, 2] < 0.05
+
+
+def test_the_stream_calibration_grid_varies_joined_parameters_together() -> None:
+    from monitor.streams.calibrate import grid_combinations
+
+    combos = grid_combinations({"h_confirm": [7.0, 9.0],
+                                "h_provisional,n_provisional": [[4.0, 2], [7.0, 3]]})
+    assert combos == [
+        {"h_confirm": 7.0, "h_provisional": 4.0, "n_provisional": 2},
+        {"h_confirm": 7.0, "h_provisional": 7.0, "n_provisional": 3},
+        {"h_confirm": 9.0, "h_provisional": 4.0, "n_provisional": 2},
+        {"h_confirm": 9.0, "h_provisional": 7.0, "n_provisional": 3},
+    ]
+    with pytest.raises(ValueError):
+        grid_combinations({"h_provisional,n_provisional": [[4.0]]})  # a value per name
