@@ -162,6 +162,34 @@ def run_grid(tasks: list[tuple[str, StateParams]], jobs: int,
     return [scores[n] for n in range(len(tasks))]
 
 
+def format_report(report: dict[str, Any]) -> str:
+    """Markdown: each city held out (the parameters its fold chose) next to the same
+    recordings with the parameters as they were."""
+    cols = ("object_precision", "object_recall", "object_f1", "pixel_f1",
+            "time_error_median_days", "delay_median_days", "false_alerts_per_km2_year",
+            "retracted_share", "confirmed_in_baseline")
+    head = ("obj P", "obj R", "obj F1", "px F1", "ToC d", "delay d", "FA/km2/yr", "retracted",
+            "in baseline")
+    lines = ["| city | fold: parameters chosen on the other folds | "
+             + " | ".join(head) + " | before: obj F1 / px F1 / retracted |",
+             "|---|---|" + "---|" * len(head) + "---|"]
+
+    def cells(f: dict[str, Any]) -> str:
+        return " | ".join(str(f[c]) for c in cols)
+
+    before = report["before"]["per_city"]
+    for fold, entry in report["folds"].items():
+        chosen = ", ".join(f"{k} {v}" for k, v in entry["params"].items())
+        for city, f in entry["per_city"].items():
+            b = before[city]
+            lines.append(f"| {city} | {fold}: {chosen} | {cells(f)} | {b['object_f1']} / "
+                         f"{b['pixel_f1']} / {b['retracted_share']} |")
+    b = report["before"]["pooled"]
+    lines.append(f"| **pooled, held out** | leave-cities-out | {cells(report['leave_cities_out'])}"
+                 f" | {b['object_f1']} / {b['pixel_f1']} / {b['retracted_share']} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     from monitor.settings import load_settings
     from monitor.streams.benchmark import choose_models
@@ -290,10 +318,19 @@ def main(argv: list[str] | None = None) -> int:
                                            if k in combos[best] or "llr" in k or k == "h_first"},
                           "held_out": result.figures(), "per_city": per_city}
         log.info("%s: chose %s -> held out %s", fold, combos[best], result.figures())
+    # the same cities and recordings with the parameters as they were (side by side)
+    before = AlertScore()
+    before_per_city = {}
+    for c in cities:
+        s_c = fast_replay(archives[c], base, caches[c], masks[c])
+        before.add(s_c)
+        before_per_city[c] = s_c.figures()
     best_all = max(range(len(combos)), key=lambda k: objective(pooled(k, cities, "all")))
     report = {"grid": grid, "objective": "object F1 + pixel F1 + 0.25 (1 - retracted share)",
               "rank_with": args.rank_with, "base": base.to_dict(), "folds": per_fold,
               "leave_cities_out": held_out.figures(),
+              "before": {"params": "the base parameters (defaults unless --base)",
+                         "pooled": before.figures(), "per_city": before_per_city},
               "shipped": {"params": combos[best_all], "llr": llr["all"],
                           "state_params": params_for(combos[best_all], "all").to_dict(),
                           "in_sample": pooled(best_all, cities, "all").figures()},
@@ -301,7 +338,11 @@ def main(argv: list[str] | None = None) -> int:
                               for k in range(len(combos))},
               "seconds": round(time.perf_counter() - t0, 1)}
     (args.out / "calibration.json").write_text(json.dumps(report, indent=1))
-    print(json.dumps({"leave_cities_out": report["leave_cities_out"],
+    table = format_report(report)
+    (args.out / "calibration.md").write_text(table + "\n")
+    print(table)
+    print(json.dumps({"before": report["before"]["pooled"],
+                      "leave_cities_out": report["leave_cities_out"],
                       "shipped": report["shipped"]}, indent=1))
     return 0
 
