@@ -10,7 +10,7 @@ reprojected to EPSG:4326 as the event contract asks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -76,11 +76,14 @@ def site_reports(state: Any, sites: Sequence[SiteSummary]) -> list[ChangeSite]:
     return out
 
 
-def scored_alerts(alerts: Sequence[Any], grid: CityGrid) -> list[Any]:
+def scored_alerts(alerts: Sequence[Any], grid: CityGrid,
+                  scene_days: Mapping[str, Any] | None = None) -> list[Any]:
     """The last revision of every alert (AlertData/StoredAlert-like: alert_id or id,
     status, revision, geometry, change_date, confirmed, first_detected) burnt onto ``grid``
     as :class:`monitor.domain.alert_scoring.ScoredAlert` (``ever_provisional`` from any
-    revision given)."""
+    revision given). With ``scene_days`` (scene id -> acquisition date), the warning day is
+    the latest acquisition among the scene ids of the first provisional-or-confirmed
+    revision: the day of the scene that made the alert a warning."""
     from datetime import date as _date
     from datetime import datetime as _datetime
 
@@ -103,9 +106,12 @@ def scored_alerts(alerts: Sequence[Any], grid: CityGrid) -> list[Any]:
     transform = Affine(*grid.transform)
     last: dict[str, Any] = {}
     provisional: set[str] = set()
+    warned: dict[str, Any] = {}   # first provisional-or-confirmed revision
     for a in alerts:
         if a.status in ("provisional", "confirmed"):
             provisional.add(key(a))
+            if key(a) not in warned or a.revision < warned[key(a)].revision:
+                warned[key(a)] = a
         if key(a) not in last or a.revision >= last[key(a)].revision:
             last[key(a)] = a
     out = []
@@ -113,8 +119,13 @@ def scored_alerts(alerts: Sequence[Any], grid: CityGrid) -> list[Any]:
         geom = reproject_geometry(shape(a.geometry), 4326, grid.epsg)
         mask = rasterize([(geom, 1)], out_shape=grid.shape, transform=transform, fill=0,
                          dtype="uint8").astype(bool)
+        warning_day = None
+        if scene_days is not None and k in warned:
+            known = [scene_days[i] for i in getattr(warned[k], "scene_ids", None) or []
+                     if i in scene_days]
+            warning_day = day(max(known)) if known else None
         out.append(ScoredAlert(alert_id=k, status=a.status, mask=mask,
                                change_day=day(a.change_date), confirmed_day=day(a.confirmed),
                                first_day=day(a.first_detected),
-                               ever_provisional=k in provisional))
+                               ever_provisional=k in provisional, warning_day=warning_day))
     return out

@@ -16,7 +16,9 @@ each rasterised onto the same grid. Rules, so every figure can be checked by han
   Object precision = right alerts / confirmed alerts; recall = found / scored sites.
 - Time of change error: per found site, |change date of the confirmed alert overlapping
   it most - the site's true date|; confirmation delay: that alert's confirmation date -
-  the true date. Medians are over found sites.
+  the true date; warning delay: the day that alert was first published provisional (or
+  confirmed, whichever came first) - the true date, where the alerts carry that day.
+  Medians are over found sites.
 - False alerts: confirmed alerts overlapping no site, per km2 of scored area per year of
   the monitored period.
 - Lifecycle: of the alerts that ever reached ``provisional`` (or beyond), the share whose
@@ -46,6 +48,7 @@ class ScoredAlert:
     confirmed_day: int | None
     first_day: int | None
     ever_provisional: bool = False   # reached provisional or confirmed at some revision
+    warning_day: int | None = None   # first revision provisional or confirmed (None: unknown)
 
 
 @dataclass
@@ -68,6 +71,7 @@ class AlertScore:
     confirmed_in_baseline: int = 0
     time_errors: list[float] = field(default_factory=list)
     delays: list[float] = field(default_factory=list)
+    warning_delays: list[float] = field(default_factory=list)
 
     # -- derived figures ---------------------------------------------------------------
     @staticmethod
@@ -116,6 +120,10 @@ class AlertScore:
         return float(np.median(self.delays)) if self.delays else float("nan")
 
     @property
+    def warning_delay_median_days(self) -> float:
+        return float(np.median(self.warning_delays)) if self.warning_delays else float("nan")
+
+    @property
     def false_alerts_per_km2_year(self) -> float:
         return self._ratio(self.false_alerts, self.scored_km2 * self.years)
 
@@ -134,6 +142,7 @@ class AlertScore:
             "pixel_recall": r(self.pixel_recall), "pixel_f1": r(self.pixel_f1),
             "time_error_median_days": r(self.time_error_median_days, 1),
             "delay_median_days": r(self.delay_median_days, 1),
+            "warning_delay_median_days": r(self.warning_delay_median_days, 1),
             "false_alerts_per_km2_year": r(self.false_alerts_per_km2_year),
             "retracted_share": r(self.retracted_share),
             "n_sites": self.n_sites, "sites_found": self.sites_found,
@@ -159,6 +168,7 @@ class AlertScore:
         self.years = area_years / self.scored_km2 if self.scored_km2 else 0.0
         self.time_errors.extend(other.time_errors)
         self.delays.extend(other.delays)
+        self.warning_delays.extend(other.warning_delays)
 
 
 def score_alerts(truth: ChangeTruth, alerts: Sequence[ScoredAlert], *, scored: np.ndarray,
@@ -214,6 +224,8 @@ def score_alerts(truth: ChangeTruth, alerts: Sequence[ScoredAlert], *, scored: n
             score.time_errors.append(float(abs(a.change_day - site_day[s])))
         if a.confirmed_day is not None:
             score.delays.append(float(a.confirmed_day - site_day[s]))
+        if a.warning_day is not None:
+            score.warning_delays.append(float(a.warning_day - site_day[s]))
     score.scored_km2 = float((scored & ~dont_care).sum()) * pixel_area_m2 / 1e6
     score.years = (end - start) / 365.25
     first_change = int(tdate[in_period].min()) if in_period.any() else None

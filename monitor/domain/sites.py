@@ -20,7 +20,7 @@ deterministic and can never collide). After every update :func:`update_sites`:
 Site lifecycle (what subscribers see as the alert status):
 
 * ``first``: active pixels, fewer than ``min_confirmed_px`` of them provisional or beyond;
-* ``provisional``: at least ``min_confirmed_px`` provisional (or confirmed) pixels;
+* ``provisional``: at least ``min_provisional_px`` provisional (or confirmed) pixels;
 * ``confirmed``: at least ``min_confirmed_px`` confirmed pixels. **Confirmed is final**:
   the footprint of a confirmed site is its confirmed pixels and it never goes back to
   provisional or retracted; its confidence is the one it was confirmed with (reported
@@ -53,6 +53,8 @@ class SiteRules:
     split_days: int = 90             # ... unless their change dates differ by more
     min_confirmed_px: int = 10       # confirmed pixels a site needs to confirm (0.1 ha)
     min_report_px: int = 10          # a site is reported from this many footprint pixels
+    min_provisional_px: int = 0      # provisional-or-confirmed pixels a site needs to warn
+                                     # (0: min_confirmed_px)
     confidence_step: float = 0.1     # smaller confidence moves are not reported
     area_step: float = 0.1           # footprint changes below this share are not reported
     date_step_days: int = 10         # an open site's estimated change date: smaller moves not
@@ -131,8 +133,9 @@ def _site_status(prev: SiteSummary | None, n_active: int, n_prov: int, n_conf: i
         return "retracted"
     if prev is not None and prev.status == "provisional":
         return "provisional"  # the lifecycle only moves forward while a site is open
-    # provisional, like confirmed, needs a mappable unit of such pixels, not one pixel
-    return "provisional" if (n_prov + n_conf) >= rules.min_confirmed_px else "first"
+    # provisional, like confirmed, needs a unit of such pixels, not one pixel
+    unit = rules.min_provisional_px or rules.min_confirmed_px
+    return "provisional" if (n_prov + n_conf) >= unit else "first"
 
 
 def update_sites(status: np.ndarray, site: np.ndarray, first_day: np.ndarray,

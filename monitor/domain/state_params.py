@@ -67,11 +67,14 @@ class StateParams:
     # Sites (monitor.domain.sites): active pixels within ``site_link_px`` belong to one
     # site unless their change dates differ by more than ``site_split_days``; a site is
     # reported from ``site_min_px`` footprint pixels and confirms with that many confirmed
-    # pixels (10 px = 0.1 ha, the minimum mapping unit); smaller confidence moves than
+    # pixels (10 px = 0.1 ha, the minimum mapping unit); it becomes provisional with
+    # ``site_provisional_px`` provisional-or-confirmed pixels (0: ``site_min_px``; a larger
+    # early-warning unit than the mapping unit cuts small warnings that fade); smaller confidence moves than
     # ``site_confidence_step`` are not reported.
     site_link_px: int = 2
     site_split_days: int = 90
     site_min_px: int = 10
+    site_provisional_px: int = 0
     site_confidence_step: float = 0.1
     # References.
     s2_reference_count: int = 3
@@ -110,6 +113,8 @@ class StateParams:
             problems.append(("late_after_days", "day counts must be >= 0"))
         if self.site_link_px < 0 or self.site_split_days < 0 or self.site_min_px < 1:
             problems.append(("site_min_px", "site_link_px, site_split_days >= 0, site_min_px >= 1"))
+        if self.site_provisional_px < 0:
+            problems.append(("site_provisional_px", "must be >= 0 (0: site_min_px)"))
         if problems:
             key, problem = problems[0]
             raise ConfigError("state parameters", key, problem, "fix the StateParams values")
@@ -117,6 +122,7 @@ class StateParams:
     def site_rules(self) -> SiteRules:
         return SiteRules(link_px=self.site_link_px, split_days=self.site_split_days,
                          min_confirmed_px=self.site_min_px, min_report_px=self.site_min_px,
+                         min_provisional_px=self.site_provisional_px,
                          confidence_step=self.site_confidence_step)
 
     def to_dict(self) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -143,10 +143,13 @@ def stream_settings(base: Settings, archive: StreamArchive, stac_url: str, run_d
 
 
 def rasterise_alerts(alerts: list[Any], archive: StreamArchive) -> list[ScoredAlert]:
-    """The last revision of every alert (AlertData) as a mask on the stream's grid."""
+    """The last revision of every alert (AlertData) as a mask on the stream's grid (with
+    the day each became a warning, from the stream's item dates)."""
     from monitor.adapters.vectorise import scored_alerts
 
-    return scored_alerts(alerts, archive.grid)
+    days = {it["id"]: date.fromisoformat(it["properties"]["datetime"][:10])
+            for it in archive.items()}
+    return scored_alerts(alerts, archive.grid, scene_days=days)
 
 
 def _state_score(run_dir: Path, archive: StreamArchive, city: str) -> dict[str, Any]:
@@ -225,7 +228,8 @@ def pooled(results: list[CityResult], *, unseen_only: bool = True) -> AlertScore
 
 _COLUMNS = (("object_precision", "obj P"), ("object_recall", "obj R"), ("object_f1", "obj F1"),
             ("pixel_f1", "px F1"), ("time_error_median_days", "ToC err d"),
-            ("delay_median_days", "delay d"), ("false_alerts_per_km2_year", "FA/km2/yr"),
+            ("delay_median_days", "delay d"), ("warning_delay_median_days", "warning d"),
+            ("false_alerts_per_km2_year", "FA/km2/yr"),
             ("retracted_share", "retracted"), ("confirmed_before_change", "conf. before change"))
 
 

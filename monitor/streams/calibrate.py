@@ -19,7 +19,10 @@
    the whole pipeline is the final judge.
 
 Objective (fixed before any held-out figure): pooled object F1 + pixel F1 + 0.25 x (1 -
-share of provisional alerts retracted), ties broken by fewer false alerts.
+share of provisional alerts retracted), ties broken by fewer false alerts. With
+``--objective warnings`` (for a grid of the early-warning rules, which barely move what
+confirms): object F1 + pixel F1 to 0.01, then meeting the retraction target (<= 0.2), then
+the earliest warning among those that meet it (else the fewest retracted).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import logging
 import os
 import pickle
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -42,7 +46,7 @@ from monitor.domain.alert_scoring import AlertScore, score_alerts
 from monitor.domain.calibration import fit_llr
 from monitor.domain.state import CityState, Observation, StateParams
 from monitor.streams.archive import StreamArchive, load_stream
-from monitor.streams.replay import site_alerts, stream_scenes
+from monitor.streams.replay import note_reports, site_alerts, stream_scenes
 from monitor.streams.simulate import to_epoch_days
 
 log = logging.getLogger(__name__)
@@ -76,12 +80,37 @@ def objective(score: AlertScore) -> tuple[float, float]:
     return (f[0] + f[1] + 0.25 * (1 - share), -float(score.false_alerts))
 
 
+RETRACTED_TARGET = 0.2   # issue 14: at most a fifth of the warnings end retracted
+
+
+def objective_warnings(score: AlertScore) -> tuple[float, bool, float]:
+    """For a grid of the early-warning rules (which barely move what confirms): object F1 +
+    pixel F1 (to 0.01) first; then meeting the retraction target; then, among those that
+    meet it, the earliest warning (median days from the true change to provisional), among
+    those that do not, the fewest retracted."""
+    share = score.retracted_share
+    share = 1.0 if np.isnan(share) else share
+    f = [0.0 if np.isnan(v) else v for v in (score.object_f1, score.pixel_f1)]
+    meets = share <= RETRACTED_TARGET
+    warning = score.warning_delay_median_days
+    warning = 1e6 if np.isnan(warning) else warning
+    return (round(f[0] + f[1], 2), meets, -warning if meets else -share)
+
+
+OBJECTIVES: dict[str, Callable[[AlertScore], tuple[Any, ...]]] = {
+    "alerts": objective, "warnings": objective_warnings}
+OBJECTIVE_TEXT = {
+    "alerts": "object F1 + pixel F1 + 0.25 (1 - retracted share)",
+    "warnings": "object F1 + pixel F1 (to 0.01), then retracted share <= 0.2, then the "
+                "earliest warning (else the fewest retracted)"}
+
+
 def fast_replay(archive: StreamArchive, params: StateParams, p_cache: dict[str, np.ndarray],
                 masks: list[tuple[str, str, str | None, Any, np.ndarray]]) -> AlertScore:
     """Replay from recorded p and valid masks only (values do not matter when p is given:
     they only feed the references, which only feed p)."""
     state = CityState.create(archive.grid, params)
-    reported_ever: dict[int, set[str]] = {}
+    reported_ever: dict[int, dict[str, int]] = {}
     zeros: dict[int, np.ndarray] = {}
     for scene_id, modality, orbit, acquired, valid in masks:
         n_band = 6 if modality == "s2" else 1
@@ -92,8 +121,7 @@ def fast_replay(archive: StreamArchive, params: StateParams, p_cache: dict[str, 
         p = None if cached is None else cached.astype(np.float32)
         obs = Observation(scene_id, modality, orbit, acquired, values, valid, p)  # type: ignore[arg-type]
         result = state.apply(obs)
-        for s in result.sites:
-            reported_ever.setdefault(s.site_id, set()).add(s.status)
+        note_reports(reported_ever, result.sites, acquired)
     baseline_end = to_epoch_days(archive.start + timedelta(days=params.baseline_days))
     return score_alerts(archive.change_truth(), site_alerts(state, reported_ever),
                         scored=archive.inside(), pixel_area_m2=archive.grid.pixel_size ** 2,
@@ -166,10 +194,10 @@ def format_report(report: dict[str, Any]) -> str:
     """Markdown: each city held out (the parameters its fold chose) next to the same
     recordings with the parameters as they were."""
     cols = ("object_precision", "object_recall", "object_f1", "pixel_f1",
-            "time_error_median_days", "delay_median_days", "false_alerts_per_km2_year",
-            "retracted_share", "confirmed_in_baseline")
-    head = ("obj P", "obj R", "obj F1", "px F1", "ToC d", "delay d", "FA/km2/yr", "retracted",
-            "in baseline")
+            "time_error_median_days", "delay_median_days", "warning_delay_median_days",
+            "false_alerts_per_km2_year", "retracted_share", "confirmed_in_baseline")
+    head = ("obj P", "obj R", "obj F1", "px F1", "ToC d", "delay d", "warning d", "FA/km2/yr",
+            "retracted", "in baseline")
     lines = ["| city | fold: parameters chosen on the other folds | "
              + " | ".join(head) + " | before: obj F1 / px F1 / retracted |",
              "|---|---|" + "---|" * len(head) + "---|"]
@@ -211,6 +239,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="LLR mapping the combinations are ranked with on a fold's training "
                          "cities: the fold's own (default, exact) or the all-city one (a "
                          "sixth of the replays, the held-out cities leak into the ranking)")
+    ap.add_argument("--llr", choices=["fit", "keep"], default="fit",
+                    help="LLR mappings: fitted per fold on the other folds' cities (default), "
+                         "or the base parameters' kept for every fold (a lifecycle-only "
+                         "calibration: one replay per combination and city)")
+    ap.add_argument("--objective", choices=sorted(OBJECTIVES), default="alerts",
+                    help="alerts (default): object F1 + pixel F1 + 0.25 (1 - retracted "
+                         "share); warnings: F1s, then the retraction target (<= 0.2), then "
+                         "the earliest warning (for grids of the provisional rules)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("--record-only", action="store_true",
                     help="only record the p(change) of the cities (a second process can "
@@ -253,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     # 2. LLR per fold (and modality) from the other folds' cities
     fold_names = sorted(set(folds.values()))
     llr: dict[str, dict[str, tuple[float, float]]] = {f: {} for f in [*fold_names, "all"]}
-    for modality in ("s2", "s1"):
+    for modality in ("s2", "s1") if args.llr == "fit" else ():
         samples = {c: llr_samples(archives[c], caches[c], masks[c], modality) for c in cities}
         for fold in llr:
             train = [c for c in cities if folds[c] != fold]
@@ -280,7 +316,9 @@ def main(argv: list[str] | None = None) -> int:
         return replace(base, **mapping, **combo,
                        h_first=min(combo.get("h_first", base.h_first), h_prov))
 
-    rank_folds = {f: ("all" if args.rank_with == "all" else f) for f in fold_names}
+    # with --llr keep every fold's mapping is the base one: one replay per (combination, city)
+    same = args.rank_with == "all" or args.llr == "keep"
+    rank_folds = {f: ("all" if same else f) for f in fold_names}
     rank_folds["all"] = "all"
     tasks = sorted({(k, c, mapping) for f, mapping in rank_folds.items()
                     for k in range(len(combos)) for c in cities if folds[c] != f})
@@ -298,13 +336,14 @@ def main(argv: list[str] | None = None) -> int:
             total.add(scores[(c, k, mapping)])
         return total
 
+    rank = OBJECTIVES[args.objective]
     held_out = AlertScore()
     per_fold: dict[str, Any] = {}
     for fold in fold_names:
         train = [c for c in cities if folds[c] != fold]
         test = [c for c in cities if folds[c] == fold]
         best = max(range(len(combos)),
-                   key=lambda k: objective(pooled(k, train, rank_folds[fold])))
+                   key=lambda k: rank(pooled(k, train, rank_folds[fold])))
         result = AlertScore()
         per_city = {}
         chosen = params_for(combos[best], fold)
@@ -325,9 +364,9 @@ def main(argv: list[str] | None = None) -> int:
         s_c = fast_replay(archives[c], base, caches[c], masks[c])
         before.add(s_c)
         before_per_city[c] = s_c.figures()
-    best_all = max(range(len(combos)), key=lambda k: objective(pooled(k, cities, "all")))
-    report = {"grid": grid, "objective": "object F1 + pixel F1 + 0.25 (1 - retracted share)",
-              "rank_with": args.rank_with, "base": base.to_dict(), "folds": per_fold,
+    best_all = max(range(len(combos)), key=lambda k: rank(pooled(k, cities, "all")))
+    report = {"grid": grid, "objective": OBJECTIVE_TEXT[args.objective],
+              "rank_with": args.rank_with, "llr": args.llr, "base": base.to_dict(), "folds": per_fold,
               "leave_cities_out": held_out.figures(),
               "before": {"params": "the base parameters (defaults unless --base)",
                          "pooled": before.figures(), "per_city": before_per_city},

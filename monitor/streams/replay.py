@@ -115,12 +115,13 @@ def load_predictors(s2: str, s1: str | None, dual: str | None = None) -> dict[st
 
 def _fold_stream(archive: StreamArchive, params: StateParams, models: dict[str, Any],
                  cache_dir: Path | None, p_cache: dict[str, np.ndarray] | None, record: bool,
-                 ) -> tuple[CityState, dict[str, np.ndarray], dict[int, set[str]]]:
+                 ) -> tuple[CityState, dict[str, np.ndarray], dict[int, dict[str, int]]]:
     """Fold every scene into a fresh state: the state, the recorded p per scene (with
-    ``record``) and every status each site was reported with."""
+    ``record``) and every status each site was reported with (and the first day it was,
+    :func:`note_reports`)."""
     state = CityState.create(archive.grid, params)
     recorded: dict[str, np.ndarray] = {}
-    reported_ever: dict[int, set[str]] = {}
+    reported_ever: dict[int, dict[str, int]] = {}
     for scene in stream_scenes(archive, cache_dir):
         obs = Observation(scene.scene_id, scene.modality, scene.orbit,  # type: ignore[arg-type]
                           scene.acquired, scene.values, scene.valid)
@@ -141,9 +142,18 @@ def _fold_stream(archive: StreamArchive, params: StateParams, models: dict[str, 
             if inputs is not None:
                 recorded[scene.scene_id] = models["s1"].predict(*inputs).astype(np.float16)
         result = state.apply(replace(obs, p_change=p))
-        for site in result.sites:
-            reported_ever.setdefault(site.site_id, set()).add(site.status)
+        note_reports(reported_ever, result.sites, obs.acquired)
     return state, recorded, reported_ever
+
+
+def note_reports(reported_ever: dict[int, dict[str, int]], sites: Any, acquired: Any) -> None:
+    """Remember, per site, each status it was reported with and the first state day it
+    was (the scene's acquisition day): the alert's revisions, as far as scoring needs."""
+    from monitor.domain.vocabulary import date_to_day
+
+    day = date_to_day(acquired)
+    for site in sites:
+        reported_ever.setdefault(site.site_id, {}).setdefault(site.status, day)
 
 
 def replay_stream(archive: StreamArchive, params: StateParams, models: dict[str, Any], *,
@@ -154,9 +164,11 @@ def replay_stream(archive: StreamArchive, params: StateParams, models: dict[str,
     return state, recorded
 
 
-def site_alerts(state: CityState, reported_ever: dict[int, set[str]]) -> list[Any]:
+def site_alerts(state: CityState, reported_ever: dict[int, dict[str, int]]) -> list[Any]:
     """The state's reported sites as the alerts they become (last revision each), with
-    their footprints on the grid: what ``score_alerts`` takes."""
+    their footprints on the grid: what ``score_alerts`` takes. ``reported_ever``: per site,
+    the statuses it was reported with and the first state day of each
+    (:func:`note_reports`); the first provisional-or-confirmed day is the early warning."""
     from monitor.domain.alert_scoring import ScoredAlert
     from monitor.domain.sites import site_footprint
     offset = UNIX_DAY_OFFSET
@@ -173,12 +185,13 @@ def site_alerts(state: CityState, reported_ever: dict[int, set[str]]) -> list[An
         def day(d: int) -> int | None:
             return d + offset if d else None
 
-        statuses = reported_ever.get(summary.site_id, set())
+        statuses = reported_ever.get(summary.site_id, {})
+        warned = [d for s, d in statuses.items() if s in ("provisional", "confirmed")]
         out.append(ScoredAlert(
             alert_id=str(summary.site_id), status=summary.status, mask=mask,
             change_day=day(summary.change_day), confirmed_day=day(summary.confirm_day),
-            first_day=day(summary.first_day),
-            ever_provisional=bool(statuses & {"provisional", "confirmed"})))
+            first_day=day(summary.first_day), ever_provisional=bool(warned),
+            warning_day=day(min(warned)) if warned else None))
     return out
 
 

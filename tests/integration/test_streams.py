@@ -579,6 +579,25 @@ def test_objective_ranks_higher_f1_first_and_breaks_ties_by_fewer_false_alerts(
     assert calibrate.objective(scored) > calibrate.objective(missed)
 
 
+def test_the_warnings_objective_keeps_f1_first_then_the_retraction_target_then_earliness(
+        ) -> None:
+    rank = calibrate.OBJECTIVES["warnings"]
+    base = AlertScore(pixel_tp=80, pixel_fp=20, pixel_fn=20, n_sites=4, sites_found=3,
+                      n_confirmed=4, confirmed_right=3, provisional_ever=10,
+                      provisional_ever_retracted=5, warning_delays=[5.0])
+    strict = replace(base, provisional_ever_retracted=2, warning_delays=[25.0])   # 0.2: meets
+    stricter = replace(base, provisional_ever_retracted=1, warning_delays=[30.0])
+    loose_but_early = replace(base, provisional_ever_retracted=3, warning_delays=[0.0])
+    # meeting the retraction target beats an earlier warning that misses it
+    assert rank(strict) > rank(loose_but_early) > rank(base)
+    # among those that meet it, the earlier warning wins even with more retracted
+    assert rank(strict) > rank(stricter)
+    # what confirms comes first: a better F1 wins whatever the warnings do
+    better = replace(base, sites_found=4, confirmed_right=4)
+    assert rank(better) > rank(strict)
+    assert rank(AlertScore()) == (0.0, False, -1.0)
+
+
 # ------------------------------------------------------------------ benchmark helpers
 def _fold(folder: Path, artifacts: Path, cities: dict[str, list[str]]) -> None:
     """A fold model set: the shipped ONNX files with cards naming other training cities."""

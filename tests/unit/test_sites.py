@@ -98,6 +98,28 @@ def test_confirmed_is_final_and_its_footprint_is_the_confirmed_pixels() -> None:
     assert g.table[1].closed_day == 500
 
 
+def _status_after(rules: SiteRules, rows: slice, status: int, day: int = 100) -> str:
+    """The status of the one site a fresh grid gets when ``rows`` x 2 columns take
+    ``status``."""
+    g = Grid()
+    before = g.status.copy()
+    g.set(rows, slice(2, 4), status, day=day, change=95)
+    _, table, _ = update_sites(g.status, g.site, g.first, g.change, g.confirm, g.conf, {}, 1,
+                               day, rules, changed=g.status != before)
+    return table[1].status
+
+
+def test_a_site_warns_only_from_its_own_early_warning_unit_of_provisional_pixels() -> None:
+    from dataclasses import replace
+
+    rules = replace(RULES, min_provisional_px=8)
+    assert _status_after(RULES, slice(2, 4), 2) == "provisional"   # default: the 4 px unit
+    assert _status_after(rules, slice(2, 4), 2) == "first"         # 4 < 8 provisional px
+    assert _status_after(rules, slice(2, 6), 2) == "provisional"   # 8 px
+    # confirmation keeps the mapping unit: 4 confirmed px confirm
+    assert _status_after(rules, slice(2, 4), 3) == "confirmed"
+
+
 def test_a_retracted_site_is_reported_once_and_reopens_under_its_id() -> None:
     g = Grid()
     g.step(100, (slice(2, 5), slice(2, 5), 1, 95))

@@ -53,3 +53,37 @@ def test_site_reports_carry_the_sites_dates_area_and_geometry() -> None:
     assert abs(reproject_geometry(geom, 4326, GRID.epsg).area - 2000.0) < 1.0
     assert site.bbox == [round(v, 7) for v in geom.bounds]
     assert date_to_day(site.first_detected) > 0
+
+
+def test_scored_alerts_take_the_last_revision_and_the_day_the_alert_first_warned() -> None:
+    from types import SimpleNamespace
+
+    from monitor.adapters.vectorise import scored_alerts
+    from monitor.domain.vocabulary import UNIX_DAY_OFFSET
+
+    poly = footprint_polygon(np.ones((3, 3), bool), GRID, 5, 5)
+    assert poly is not None
+    geom = dict(poly.__geo_interface__)
+
+    def rev(n: int, status: str, scenes: list[str], confirmed: date | None = None) -> object:
+        return SimpleNamespace(alert_id="a1", status=status, revision=n, geometry=geom,
+                               change_date=D0, confirmed=confirmed, first_detected=D0,
+                               scene_ids=scenes)
+
+    days = {"s1": D0 + timedelta(days=5), "s2": D0 + timedelta(days=10),
+            "s3": D0 + timedelta(days=20), "s4": D0 + timedelta(days=30)}
+    # revisions out of order, as a topic may give them: first, provisional (two scenes),
+    # provisional again, confirmed
+    revisions = [rev(3, "provisional", ["s3"]), rev(1, "first", ["s1"]),
+                 rev(4, "confirmed", ["s4"], confirmed=days["s4"]),
+                 rev(2, "provisional", ["s1", "s2"])]
+    (alert,) = scored_alerts(revisions, GRID, scene_days=days)
+    epoch = date_to_day  # state days; ScoredAlert carries epoch days (1970)
+    assert alert.status == "confirmed" and alert.ever_provisional
+    assert alert.confirmed_day == epoch(days["s4"]) + UNIX_DAY_OFFSET
+    assert alert.warning_day == epoch(days["s2"]) + UNIX_DAY_OFFSET  # revision 2's last scene
+    assert alert.mask.sum() == 9 and alert.mask[6, 6]
+    (unknown,) = scored_alerts(revisions, GRID)            # no scene dates: no warning day
+    assert unknown.warning_day is None
+    (never,) = scored_alerts([rev(1, "first", ["s1"])], GRID, scene_days=days)
+    assert never.warning_day is None and not never.ever_provisional
