@@ -43,7 +43,8 @@ class StateParams:
     h_provisional: float = 4.0
     h_confirm: float = 9.0
     evidence_cap: float = 12.0
-    # Anomalous observations in the current run: promote to provisional / needed to confirm.
+    # Anomalous observations in the current run: promote to provisional (0: never by count,
+    # evidence >= h_provisional only) / needed to confirm.
     n_provisional: int = 2
     n_confirm: int = 3
     # ... and the run must have lasted this long (days since it left zero): seasonal
@@ -98,8 +99,9 @@ class StateParams:
             problems.append(("min_confirm_days", "must be 0..window_days"))
         if not 1 <= self.window_days <= 254:
             problems.append(("window_days", "must be 1..254 (confirmation lag is stored in a byte)"))
-        if not 1 <= self.n_provisional <= 63 or not 1 <= self.n_confirm <= 63:
-            problems.append(("n_confirm", "anomalous-observation counts must be 1..63"))
+        if not 0 <= self.n_provisional <= 63 or not 1 <= self.n_confirm <= 63:
+            problems.append(("n_confirm", "anomalous-observation counts must be 1..63 "
+                                          "(n_provisional 0..63, 0: evidence only)"))
         if not 1 <= self.s2_reference_count <= 255 or not 1 <= self.s1_reference_count <= 255:
             problems.append(("s2_reference_count", "reference counts must be 1..255"))
         for name in ("s2_reference_alpha", "s1_reference_alpha", "s1_current_alpha"):

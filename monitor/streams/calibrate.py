@@ -267,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         archives[city] = archive
         choice = choose_models(city, args.models, settings)
         folds[city] = choice.folder
-        path = args.out / f"p_{city}_{choice.folder}.pkl"
+        # keyed by the stream's build too: a rebuilt stream is recorded again
+        build = str(archive.manifest.get("param_hash", "unknown"))[:12]
+        path = args.out / f"p_{city}_{choice.folder}_{build}.pkl"
         if path.exists():
             caches[city] = pickle.loads(path.read_bytes())
         else:

@@ -154,6 +154,18 @@ def test_provisional_also_from_enough_anomalous_observations() -> None:
     assert state.apply(s2(3, 0.9)).transitions == {"first->provisional": H * W}
 
 
+def test_n_provisional_0_promotes_by_evidence_only() -> None:
+    params = StateParams(**{**PARAMS.to_dict(), "h_provisional": 9.0, "h_confirm": 11.5,
+                            "evidence_cap": 12.0, "n_provisional": 0})
+    state = ready_state(params)
+    for i in range(2, 6):  # four anomalous observations, evidence 8.8 < 9
+        state.apply(s2(i, 0.9))
+    assert (state.status == Status.FIRST).all() and state.evidence.max() < 9.0
+    assert state.apply(s2(6, 0.9)).transitions == {"first->provisional": H * W}  # 10.99
+    with pytest.raises(ConfigError, match="n_confirm"):
+        StateParams(n_provisional=-1)
+
+
 def test_confirmation_needs_persistence_not_one_strong_observation() -> None:
     params = StateParams(**{**PARAMS.to_dict(), "llr_clip": 8.0, "h_confirm": 6.0,
                             "n_confirm": 3})
