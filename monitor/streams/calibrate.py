@@ -52,11 +52,12 @@ from monitor.streams.simulate import to_epoch_days
 log = logging.getLogger(__name__)
 
 # A key naming several parameters ("a,b") varies them together (values are lists).
-# Provisional needs evidence >= h_provisional *or* n_provisional anomalous scenes, so the
-# two only make provisional harder together.
+# Provisional needs evidence >= h_provisional *or* n_provisional anomalous scenes (0: the
+# count path off), so the two only make provisional harder together. The early-warning
+# rule's own grid (2026-12-03, STATE.md) chose (5, 0); (4, 2) was the design before.
 GRID: dict[str, list[Any]] = {
     "h_confirm": [7.0, 9.0],
-    "h_provisional,n_provisional": [[4.0, 2], [7.0, 3]],
+    "h_provisional,n_provisional": [[5.0, 0], [4.0, 2]],
     "s1_weight": [0.0, 0.25],
 }
 
