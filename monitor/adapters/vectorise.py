@@ -89,7 +89,7 @@ def scored_alerts(alerts: Sequence[Any], grid: CityGrid,
 
     from rasterio.features import rasterize
 
-    from monitor.domain.alert_scoring import ScoredAlert
+    from monitor.domain.alert_scoring import WARNING_STATUSES, ScoredAlert
     from monitor.domain.grid import reproject_geometry
     from monitor.domain.vocabulary import UNIX_DAY_OFFSET, date_to_day
 
@@ -108,7 +108,7 @@ def scored_alerts(alerts: Sequence[Any], grid: CityGrid,
     provisional: set[str] = set()
     warned: dict[str, Any] = {}   # first provisional-or-confirmed revision
     for a in alerts:
-        if a.status in ("provisional", "confirmed"):
+        if a.status in WARNING_STATUSES:
             provisional.add(key(a))
             if key(a) not in warned or a.revision < warned[key(a)].revision:
                 warned[key(a)] = a

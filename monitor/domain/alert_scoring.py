@@ -34,7 +34,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from monitor.domain.scoring import ChangeTruth
+from monitor.domain.vocabulary import DEFAULT_FEED_STATUSES
 from monitor.errors import ScoringError
+
+# An alert warns once it has a status the default feeds show (provisional, or confirmed
+# straight away).
+WARNING_STATUSES = DEFAULT_FEED_STATUSES
 
 
 @dataclass(frozen=True)
@@ -231,7 +236,7 @@ def score_alerts(truth: ChangeTruth, alerts: Sequence[ScoredAlert], *, scored: n
     first_change = int(tdate[in_period].min()) if in_period.any() else None
     score.alerts_ever = len(alerts)
     for a in alerts:
-        if a.ever_provisional or a.status in ("provisional", "confirmed"):
+        if a.ever_provisional or a.status in WARNING_STATUSES:
             score.provisional_ever += 1
             if a.status in ("retracted", "withdrawn"):
                 score.provisional_ever_retracted += 1

@@ -537,7 +537,8 @@ class CityState:
             obs.modality == "s1", day, RUN_S2_BIT if obs.modality == "s2" else RUN_S1_BIT,
             k_ref, alpha_ref, p.s1_current_alpha, scale, vmax,
             p.h_first, p.h_provisional, p.h_confirm, p.evidence_cap,
-            p.n_provisional or 64, p.n_confirm, p.min_confirm_days, p.window_days,  # 0: the count never promotes (a run counts <= 63)
+            # n_provisional 0: the count never promotes (a run counts at most 63)
+            p.n_provisional or 64, p.n_confirm, p.min_confirm_days, p.window_days,
             p.unconfirm_after_days, p.reference_follows_normal, transitions)
         if obs.modality == "s2":
             clear = obs.valid & np.all(np.isfinite(obs.values), axis=0)

@@ -72,8 +72,8 @@ class StateParams:
     # reported from ``site_min_px`` footprint pixels and confirms with that many confirmed
     # pixels (10 px = 0.1 ha, the minimum mapping unit); it becomes provisional with
     # ``site_provisional_px`` provisional-or-confirmed pixels (0: ``site_min_px``; a larger
-    # early-warning unit than the mapping unit cuts small warnings that fade); smaller confidence moves than
-    # ``site_confidence_step`` are not reported.
+    # early-warning unit than the mapping unit cuts small warnings that fade); smaller
+    # confidence moves than ``site_confidence_step`` are not reported.
     site_link_px: int = 2
     site_split_days: int = 90
     site_min_px: int = 10

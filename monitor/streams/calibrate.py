@@ -327,9 +327,17 @@ def main(argv: list[str] | None = None) -> int:
                     for k in range(len(combos)) for c in cities if folds[c] != f})
     t0 = time.perf_counter()
     _WORK.update(archives=archives, caches=caches, masks=masks)
-    raw = run_grid([(c, params_for(combos[k], m)) for k, c, m in tasks], args.jobs,
-                   progress=not args.no_progress)
+    task_params = [(c, params_for(combos[k], m)) for k, c, m in tasks]
+    raw = run_grid(task_params, args.jobs, progress=not args.no_progress)
     scores = {(c, k, m): score for (k, c, m), score in zip(tasks, raw, strict=True)}
+    # every replay by (city, parameters): the held-out and "before" replays reuse the grid's
+    # where the parameters are the same (with --llr keep, all of the held-out ones)
+    replayed = dict(zip(task_params, raw, strict=True))
+
+    def replay(c: str, params: StateParams) -> AlertScore:
+        if (c, params) not in replayed:
+            replayed[(c, params)] = fast_replay(archives[c], params, caches[c], masks[c])
+        return replayed[(c, params)]
     log.info("%d combinations, %d replays in %.0f s", len(combos), len(tasks),
              time.perf_counter() - t0)
 
@@ -351,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         per_city = {}
         chosen = params_for(combos[best], fold)
         for c in test:
-            s_c = fast_replay(archives[c], chosen, caches[c], masks[c])
+            s_c = replay(c, chosen)
             result.add(s_c)
             per_city[c] = s_c.figures()
         held_out.add(result)
@@ -364,12 +372,13 @@ def main(argv: list[str] | None = None) -> int:
     before = AlertScore()
     before_per_city = {}
     for c in cities:
-        s_c = fast_replay(archives[c], base, caches[c], masks[c])
+        s_c = replay(c, base)
         before.add(s_c)
         before_per_city[c] = s_c.figures()
     best_all = max(range(len(combos)), key=lambda k: rank(pooled(k, cities, "all")))
     report = {"grid": grid, "objective": OBJECTIVE_TEXT[args.objective],
-              "rank_with": args.rank_with, "llr": args.llr, "base": base.to_dict(), "folds": per_fold,
+              "rank_with": args.rank_with, "llr": args.llr, "base": base.to_dict(),
+              "folds": per_fold,
               "leave_cities_out": held_out.figures(),
               "before": {"params": "the base parameters (defaults unless --base)",
                          "pooled": before.figures(), "per_city": before_per_city},

@@ -169,7 +169,7 @@ def site_alerts(state: CityState, reported_ever: dict[int, dict[str, int]]) -> l
     their footprints on the grid: what ``score_alerts`` takes. ``reported_ever``: per site,
     the statuses it was reported with and the first state day of each
     (:func:`note_reports`); the first provisional-or-confirmed day is the early warning."""
-    from monitor.domain.alert_scoring import ScoredAlert
+    from monitor.domain.alert_scoring import WARNING_STATUSES, ScoredAlert
     from monitor.domain.sites import site_footprint
     offset = UNIX_DAY_OFFSET
     out = []
@@ -186,7 +186,7 @@ def site_alerts(state: CityState, reported_ever: dict[int, dict[str, int]]) -> l
             return d + offset if d else None
 
         statuses = reported_ever.get(summary.site_id, {})
-        warned = [d for s, d in statuses.items() if s in ("provisional", "confirmed")]
+        warned = [d for s, d in statuses.items() if s in WARNING_STATUSES]
         out.append(ScoredAlert(
             alert_id=str(summary.site_id), status=summary.status, mask=mask,
             change_day=day(summary.change_day), confirmed_day=day(summary.confirm_day),
